@@ -1,0 +1,425 @@
+//! The signaling state machine: the room [`Registry`] plus one bounded outbound queue per
+//! connected peer. It has no transport inside: a [`Session`] takes decoded [`ClientMessage`]s
+//! and everything it produces lands in the queues, which tests read as plain channels.
+//!
+//! Locking: one std `Mutex` guards the registry and the queue map together, so that "who is in
+//! the room" and "where do their messages go" can never disagree. It is held only for map
+//! lookups and `try_send` (which never waits); never across an `.await`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use shared::{ClientMessage, ErrorCode, IceServer, PeerId, ServerMessage, PROTOCOL_VERSION};
+use tokio::sync::mpsc;
+
+use crate::registry::{JoinError, Registry};
+
+/// Sizes and lists the hub needs; see `Config` for the flags that set them.
+#[derive(Clone, Debug)]
+pub struct HubConfig {
+    pub room_capacity: usize,
+    pub max_rooms: usize,
+    /// Messages that may wait for one slow connection before it is dropped.
+    pub queue_capacity: usize,
+    pub ice_servers: Vec<IceServer>,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            room_capacity: 2,
+            max_rooms: 10_000,
+            queue_capacity: 128,
+            ice_servers: Vec::new(),
+        }
+    }
+}
+
+pub struct Hub {
+    config: HubConfig,
+    next_id: AtomicU64,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    registry: Registry,
+    queues: HashMap<PeerId, mpsc::Sender<ServerMessage>>,
+}
+
+impl Hub {
+    pub fn new(config: HubConfig) -> Arc<Self> {
+        Arc::new(Self {
+            inner: Mutex::new(Inner {
+                registry: Registry::new(config.room_capacity, config.max_rooms),
+                queues: HashMap::new(),
+            }),
+            config,
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    /// Registers a new connection: a fresh [`PeerId`] and the receiving end of its queue. The
+    /// queue closes when the hub drops the peer (it left, or it fell too far behind).
+    pub fn connect(self: &Arc<Self>) -> (Session, mpsc::Receiver<ServerMessage>) {
+        let id = PeerId::new(self.next_id.fetch_add(1, Ordering::Relaxed));
+        let (tx, rx) = mpsc::channel(self.config.queue_capacity);
+        self.lock().queues.insert(id, tx);
+        let session = Session {
+            id,
+            hub: Arc::clone(self),
+        };
+        (session, rx)
+    }
+
+    pub fn room_count(&self) -> usize {
+        self.lock().registry.room_count()
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.lock().queues.len()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding this lock would be a bug in this module; the data is still
+        // consistent enough to keep relaying (every method leaves it valid between statements).
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Inner {
+    /// Queues `message` for `to`. A peer whose queue is full is not reading: it is removed (its
+    /// queue's sender dropped, which closes its connection) and its room is told it left.
+    fn send(&mut self, to: PeerId, message: ServerMessage) {
+        let mut overflowed = Vec::new();
+        self.send_collecting(to, message, &mut overflowed);
+        self.settle(overflowed);
+    }
+
+    /// Drops every peer whose queue overflowed. Removing a slow peer notifies its room, which
+    /// may overflow another queue: keep going until no one else is dropped. Each peer is dropped
+    /// at most once (its queue leaves the map), so this ends.
+    fn settle(&mut self, mut overflowed: Vec<PeerId>) {
+        while let Some(slow) = overflowed.pop() {
+            tracing::warn!(peer = %slow, "outbound queue full; disconnecting slow reader");
+            self.remove(slow, &mut overflowed);
+        }
+    }
+
+    fn send_collecting(
+        &mut self,
+        to: PeerId,
+        message: ServerMessage,
+        overflowed: &mut Vec<PeerId>,
+    ) {
+        if let Some(queue) = self.queues.get(&to) {
+            match queue.try_send(message) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    if !overflowed.contains(&to) {
+                        overflowed.push(to);
+                    }
+                }
+                // The connection is already going away; its session will clean up.
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
+        }
+    }
+
+    /// Takes `peer` out of its room (telling the others) and forgets its queue.
+    fn remove(&mut self, peer: PeerId, overflowed: &mut Vec<PeerId>) {
+        self.queues.remove(&peer);
+        self.leave(peer, overflowed);
+    }
+
+    fn leave(&mut self, peer: PeerId, overflowed: &mut Vec<PeerId>) {
+        if let Some(departure) = self.registry.leave(peer) {
+            tracing::info!(%peer, room = %departure.room, "left room");
+            for member in departure.remaining {
+                self.send_collecting(member, ServerMessage::PeerLeft { peer }, overflowed);
+            }
+        }
+    }
+}
+
+/// One connection's view of the hub: every request it makes carries its own [`PeerId`], so a
+/// client can never act as, or appear to be, someone else. Dropping the session leaves the room.
+pub struct Session {
+    id: PeerId,
+    hub: Arc<Hub>,
+}
+
+impl Session {
+    pub fn id(&self) -> PeerId {
+        self.id
+    }
+
+    /// Handles one decoded request. Replies (including errors) go to this session's own queue.
+    pub fn handle(&self, message: ClientMessage) {
+        let mut inner = self.hub.lock();
+        if !inner.queues.contains_key(&self.id) {
+            // Dropped as a slow reader; the transport is about to close.
+            return;
+        }
+        match message {
+            ClientMessage::Join { room, version } => {
+                if version != PROTOCOL_VERSION {
+                    let text = format!(
+                        "This page is out of date (protocol {version}, server speaks {PROTOCOL_VERSION}). Reload the page."
+                    );
+                    inner.send(
+                        self.id,
+                        ServerMessage::error(ErrorCode::UnsupportedVersion, text),
+                    );
+                    return;
+                }
+                match inner.registry.join(self.id, &room) {
+                    Ok(peers) => {
+                        tracing::info!(peer = %self.id, %room, others = peers.len(), "joined room");
+                        let joined = ServerMessage::Joined {
+                            room,
+                            you: self.id,
+                            peers: peers.clone(),
+                            capacity: u32::try_from(inner.registry.capacity()).unwrap_or(u32::MAX),
+                            ice_servers: self.hub.config.ice_servers.clone(),
+                        };
+                        // The newcomer hears `joined` before anyone can react to `peerJoined`,
+                        // so it has its peer connections ready before the first offer arrives.
+                        inner.send(self.id, joined);
+                        for member in peers {
+                            inner.send(member, ServerMessage::PeerJoined { peer: self.id });
+                        }
+                    }
+                    Err(err) => {
+                        let (code, text) = match &err {
+                            JoinError::AlreadyJoined(current) => (
+                                ErrorCode::AlreadyJoined,
+                                format!("You are already in room \"{current}\". Leave it first."),
+                            ),
+                            JoinError::RoomFull { capacity } => (
+                                ErrorCode::RoomFull,
+                                format!(
+                                    "Room \"{room}\" is full: it holds {capacity} people. Try another room name, or come back later."
+                                ),
+                            ),
+                            JoinError::TooManyRooms { .. } => (
+                                ErrorCode::ServerFull,
+                                "The server has no room for another call right now. Try again later.".to_string(),
+                            ),
+                        };
+                        tracing::info!(peer = %self.id, %room, %err, "join refused");
+                        inner.send(self.id, ServerMessage::error(code, text));
+                    }
+                }
+            }
+            ClientMessage::Leave => {
+                let mut overflowed = Vec::new();
+                inner.leave(self.id, &mut overflowed);
+                inner.settle(overflowed);
+            }
+            ClientMessage::Description { to, description } => {
+                self.relay(
+                    &mut inner,
+                    to,
+                    ServerMessage::Description {
+                        from: self.id,
+                        description,
+                    },
+                );
+            }
+            ClientMessage::IceCandidate { to, candidate } => {
+                self.relay(
+                    &mut inner,
+                    to,
+                    ServerMessage::IceCandidate {
+                        from: self.id,
+                        candidate,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Tells this session's own client that something it sent was refused.
+    pub fn reply_error(&self, code: ErrorCode, message: impl Into<String>) {
+        self.hub
+            .lock()
+            .send(self.id, ServerMessage::error(code, message));
+    }
+
+    fn relay(&self, inner: &mut Inner, to: PeerId, message: ServerMessage) {
+        if inner.registry.room_of(self.id).is_none() {
+            let text = "Join a room before sending signaling messages.";
+            inner.send(self.id, ServerMessage::error(ErrorCode::NotInRoom, text));
+        } else if to == self.id || !inner.registry.same_room(self.id, to) {
+            let text = format!("Peer {to} is not in your room.");
+            inner.send(self.id, ServerMessage::error(ErrorCode::UnknownPeer, text));
+        } else {
+            inner.send(to, message);
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let mut inner = self.hub.lock();
+        let mut overflowed = Vec::new();
+        inner.remove(self.id, &mut overflowed);
+        inner.settle(overflowed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use shared::{IceCandidate, RoomName, SdpKind, SessionDescription};
+
+    use super::*;
+
+    fn hub(capacity: usize) -> Arc<Hub> {
+        Hub::new(HubConfig {
+            room_capacity: capacity,
+            queue_capacity: 8,
+            ..HubConfig::default()
+        })
+    }
+
+    fn join(room: &str) -> ClientMessage {
+        ClientMessage::Join {
+            room: RoomName::new(room).unwrap(),
+            version: PROTOCOL_VERSION,
+        }
+    }
+
+    fn offer(to: PeerId) -> ClientMessage {
+        ClientMessage::Description {
+            to,
+            description: SessionDescription {
+                kind: SdpKind::Offer,
+                sdp: "v=0".into(),
+            },
+        }
+    }
+
+    fn drain(rx: &mut mpsc::Receiver<ServerMessage>) -> Vec<ServerMessage> {
+        let mut out = Vec::new();
+        while let Ok(message) = rx.try_recv() {
+            out.push(message);
+        }
+        out
+    }
+
+    fn error_code(messages: &[ServerMessage]) -> Option<ErrorCode> {
+        messages.iter().find_map(|m| match m {
+            ServerMessage::Error { code, .. } => Some(*code),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn join_then_relay_stamps_sender() {
+        let hub = hub(2);
+        let (a, mut a_rx) = hub.connect();
+        let (b, mut b_rx) = hub.connect();
+        a.handle(join("x"));
+        b.handle(join("x"));
+        assert!(
+            matches!(&drain(&mut b_rx)[..], [ServerMessage::Joined { peers, .. }] if peers == &[a.id()])
+        );
+        assert_eq!(
+            drain(&mut a_rx)[1..],
+            [ServerMessage::PeerJoined { peer: b.id() }]
+        );
+        a.handle(offer(b.id()));
+        assert!(
+            matches!(&drain(&mut b_rx)[..], [ServerMessage::Description { from, .. }] if *from == a.id())
+        );
+        assert!(drain(&mut a_rx).is_empty());
+    }
+
+    #[test]
+    fn relay_outside_room_is_refused() {
+        let hub = hub(2);
+        let (a, mut a_rx) = hub.connect();
+        let (b, mut b_rx) = hub.connect();
+        a.handle(offer(b.id()));
+        assert_eq!(error_code(&drain(&mut a_rx)), Some(ErrorCode::NotInRoom));
+        a.handle(join("x"));
+        b.handle(join("y"));
+        drain(&mut a_rx);
+        drain(&mut b_rx);
+        a.handle(ClientMessage::IceCandidate {
+            to: b.id(),
+            candidate: IceCandidate {
+                candidate: "c".into(),
+                sdp_mid: None,
+                sdp_m_line_index: None,
+                username_fragment: None,
+            },
+        });
+        assert_eq!(error_code(&drain(&mut a_rx)), Some(ErrorCode::UnknownPeer));
+        assert!(drain(&mut b_rx).is_empty());
+        a.handle(offer(a.id()));
+        assert_eq!(error_code(&drain(&mut a_rx)), Some(ErrorCode::UnknownPeer));
+    }
+
+    #[test]
+    fn stale_protocol_version_is_refused() {
+        let hub = hub(2);
+        let (a, mut a_rx) = hub.connect();
+        a.handle(ClientMessage::Join {
+            room: RoomName::new("x").unwrap(),
+            version: 0,
+        });
+        assert_eq!(
+            error_code(&drain(&mut a_rx)),
+            Some(ErrorCode::UnsupportedVersion)
+        );
+        assert_eq!(hub.room_count(), 0);
+    }
+
+    #[test]
+    fn drop_tells_the_room_and_removes_it_when_empty() {
+        let hub = hub(2);
+        let (a, mut a_rx) = hub.connect();
+        let (b, _b_rx) = hub.connect();
+        a.handle(join("x"));
+        b.handle(join("x"));
+        drain(&mut a_rx);
+        let b_id = b.id();
+        drop(b);
+        assert_eq!(drain(&mut a_rx), [ServerMessage::PeerLeft { peer: b_id }]);
+        drop(a);
+        assert_eq!(hub.room_count(), 0);
+        assert_eq!(hub.connection_count(), 0);
+    }
+
+    #[test]
+    fn slow_reader_is_dropped_and_its_room_told() {
+        let hub = hub(2);
+        let (a, mut a_rx) = hub.connect();
+        let (b, mut b_rx) = hub.connect();
+        a.handle(join("x"));
+        b.handle(join("x"));
+        drain(&mut a_rx);
+        // b never reads: its queue (8) fills, then it is dropped.
+        let mut a_got = Vec::new();
+        for _ in 0..20 {
+            a.handle(offer(b.id()));
+            a_got.extend(drain(&mut a_rx));
+        }
+        assert!(a_got.contains(&ServerMessage::PeerLeft { peer: b.id() }));
+        // b's queue is closed: it sees what was queued, then the end.
+        let mut seen = 0;
+        while let Ok(_message) = b_rx.try_recv() {
+            seen += 1;
+        }
+        assert_eq!(seen, 8);
+        assert!(b_rx.is_closed());
+        assert_eq!(hub.connection_count(), 1);
+        // Further requests from the dropped session do nothing.
+        b.handle(offer(a.id()));
+        assert!(drain(&mut a_rx).is_empty());
+    }
+}

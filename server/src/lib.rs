@@ -1,0 +1,111 @@
+//! Noom's server: it serves the built browser app and relays signaling (offers, answers, ICE
+//! candidates) between the people in a room over `/ws`. Media never passes through it.
+//!
+//! Layout:
+//! - [`config`]: flags and environment variables ([`Config`]).
+//! - [`registry`]: who is in which room; pure bookkeeping, knows nothing of sockets.
+//! - [`hub`]: the signaling state machine: registry + one bounded outbound queue per peer.
+//!   [`hub::Session`] is one connection's handle; no transport inside, tested over channels.
+//! - `ws`: the websocket transport, one task per connection, frames in and queue out.
+//! - [`app`] builds the axum router (tests call it directly); [`run`] serves it until shutdown.
+//!
+//! Rules kept everywhere: the server never parses SDP, always stamps `from` itself, and never
+//! holds a std `Mutex` across an `.await`.
+
+pub mod config;
+pub mod hub;
+pub mod registry;
+mod ws;
+
+use std::future::{Future, IntoFuture};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::http::{header, HeaderValue};
+use axum::routing::get;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::compression::CompressionLayer;
+use tower_http::services::{ServeDir, ServeFile};
+use tower_http::set_header::SetResponseHeaderLayer;
+
+pub use config::Config;
+pub use ws::close_code;
+
+/// Everything request handlers share.
+pub struct AppState {
+    pub hub: Arc<hub::Hub>,
+    pub dist: PathBuf,
+    pub max_message_bytes: usize,
+    /// Cancelled when the server starts shutting down; every websocket then closes with 1001.
+    pub shutdown: CancellationToken,
+}
+
+impl AppState {
+    pub fn new(config: &Config) -> Result<Arc<Self>, config::ConfigError> {
+        Ok(Arc::new(Self {
+            hub: hub::Hub::new(config.hub_config()?),
+            dist: config.dist.clone(),
+            max_message_bytes: config.max_message_bytes,
+            shutdown: CancellationToken::new(),
+        }))
+    }
+}
+
+/// The whole HTTP surface: `/ws`, `/healthz`, and the static app with `/r/<room>` deep links.
+pub fn app(state: Arc<AppState>) -> Router {
+    let index = state.dist.join("index.html");
+    // The app's own files. Trunk names them with a content hash, so only index.html must be
+    // revalidated on every load; it is also what `/r/<room>` serves, so deep links load the app.
+    // Unknown paths get a real 404 rather than index.html, so a missing asset is visible.
+    let static_files = Router::new()
+        .route_service("/r/{*room}", ServeFile::new(&index))
+        .fallback_service(ServeDir::new(&state.dist))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-cache"),
+        ))
+        .layer(CompressionLayer::new());
+    Router::new()
+        .route("/ws", get(ws::upgrade))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(state)
+        .merge(static_files)
+}
+
+/// Serves `app` on `listener` until `shutdown` completes, then closes every websocket (1001,
+/// "server shutting down") and returns once connections have finished or `grace` has passed.
+pub async fn run(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: std::time::Duration,
+) -> std::io::Result<()> {
+    if !state.dist.join("index.html").is_file() {
+        tracing::warn!(
+            dist = %state.dist.display(),
+            "no index.html in the bundle directory: the app will not load (run `trunk build --release`)"
+        );
+    }
+    let token = state.shutdown.clone();
+    let serve = axum::serve(listener, app(state)).with_graceful_shutdown({
+        let token = token.clone();
+        async move {
+            shutdown.await;
+            tracing::info!("shutting down: closing connections");
+            token.cancel();
+        }
+    });
+    let deadline = async move {
+        token.cancelled().await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        result = serve.into_future() => result,
+        () = deadline => {
+            tracing::warn!("connections still open after the grace period; exiting anyway");
+            Ok(())
+        }
+    }
+}
