@@ -114,12 +114,36 @@ struct Chrome {
 enum Media {
     /// Permission granted, `cameras` fake cameras.
     Granted { cameras: u32 },
+    /// Fake devices exist but the browser refuses access (no fake-UI grant): NotAllowedError.
+    Denied,
 }
 
 impl Chrome {
     async fn launch(media: Media) -> Self {
         let profile = tempfile::tempdir().expect("profile dir");
-        let Media::Granted { cameras } = media;
+        let mut args = vec![
+            "allow-loopback-in-peer-connection".to_string(),
+            "autoplay-policy=no-user-gesture-required".to_string(),
+            "disable-background-networking".to_string(),
+            "disable-component-update".to_string(),
+            "disable-sync".to_string(),
+            "no-first-run".to_string(),
+        ];
+        match media {
+            Media::Granted { cameras } => {
+                args.push("use-fake-ui-for-media-stream".to_string());
+                args.push(format!(
+                    "use-fake-device-for-media-stream=device-count={cameras}"
+                ));
+            }
+            Media::Denied => {
+                args.push("use-fake-device-for-media-stream".to_string());
+                args.push("deny-permission-prompts".to_string());
+                // Without a media grant Chromium hides host candidates behind mDNS `.local`
+                // names, which resolve on a real LAN but not in a loopback-only namespace.
+                args.push("disable-features=WebRtcHideLocalIpsWithMdns".to_string());
+            }
+        }
         let config = BrowserConfig::builder()
             .chrome_executable(chromium_path())
             .no_sandbox()
@@ -127,16 +151,7 @@ impl Chrome {
             .user_data_dir(profile.path())
             .window_size(1000, 800)
             .launch_timeout(Duration::from_secs(30))
-            .args([
-                "use-fake-ui-for-media-stream".to_string(),
-                format!("use-fake-device-for-media-stream=device-count={cameras}"),
-                "allow-loopback-in-peer-connection".to_string(),
-                "autoplay-policy=no-user-gesture-required".to_string(),
-                "disable-background-networking".to_string(),
-                "disable-component-update".to_string(),
-                "disable-sync".to_string(),
-                "no-first-run".to_string(),
-            ])
+            .args(args)
             .build()
             .expect("browser config");
         let (browser, mut events) = Browser::launch(config).await.expect("launch chromium");
@@ -234,6 +249,7 @@ async fn join_through_form(page: &Page, room: &str) {
         T,
     )
     .await;
+    screenshot(page, "welcome").await;
     let input = page
         .find_element("#welcome form input")
         .await
@@ -267,6 +283,18 @@ async fn assert_remote_video_playing(page: &Page, who: &str) {
     );
     let width: u32 = eval(page, &format!("{REMOTE_VIDEO}.videoWidth")).await;
     assert!(width > 0, "{who}: remote video has no width");
+}
+
+/// Saves a PNG of `page` when NOOM_SCREENSHOT_DIR is set (for the README and for looking).
+async fn screenshot(page: &Page, name: &str) {
+    let Ok(dir) = std::env::var("NOOM_SCREENSHOT_DIR") else {
+        return;
+    };
+    let params = chromiumoxide::page::ScreenshotParams::builder()
+        .full_page(true)
+        .build();
+    let png = page.screenshot(params).await.expect("screenshot");
+    std::fs::write(PathBuf::from(dir).join(format!("{name}.png")), png).expect("write screenshot");
 }
 
 async fn offers(page: &Page) -> u32 {
@@ -327,6 +355,7 @@ async fn two_browsers_call_each_other_and_use_the_controls() {
 
     assert_remote_video_playing(&page_a, "A").await;
     assert_remote_video_playing(&page_b, "B").await;
+    screenshot(&page_a, "call").await;
     for (page, who) in [(&page_a, "A"), (&page_b, "B")] {
         let audio: String = eval(
             page,
@@ -459,6 +488,7 @@ async fn two_browsers_call_each_other_and_use_the_controls() {
         T,
     )
     .await;
+    screenshot(&page_c, "room-full").await;
     let peers_b: u32 = eval(
         &page_b,
         "document.querySelectorAll('#peers video[data-peer]').length",
@@ -490,8 +520,86 @@ async fn two_browsers_call_each_other_and_use_the_controls() {
     wait_until(&page_b, &remote_video_has_frames(), "B to see C's video", T).await;
     assert_remote_video_playing(&page_b, "B with C").await;
 
+    // The server goes away mid-call: B is told in a sentence, and the call itself (peer to
+    // peer) keeps playing.
+    drop(server);
+    wait_until(
+        &page_b,
+        "/server|connection/i.test(document.querySelector('[role=alert]')?.textContent ?? '')",
+        "B told the server connection is lost",
+        T,
+    )
+    .await;
+    assert_remote_video_playing(&page_b, "B with C, server gone").await;
+
     a.close().await;
     b.close().await;
     c.close().await;
-    drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denied_camera_is_explained_and_the_call_still_receives() {
+    require_loopback_only_network();
+    let server = ServerProcess::start(&[]);
+    let room = "denied";
+
+    // A refuses camera and microphone, joins anyway (first, so it makes the offer with
+    // receive-only transceivers) and still sees and hears B.
+    let a = Chrome::launch(Media::Denied).await;
+    let b = Chrome::launch(Media::Granted { cameras: 1 }).await;
+    let page_a = a.open(&server.url).await;
+    join_through_form(&page_a, room).await;
+    wait_until(
+        &page_a,
+        "document.querySelector('[role=alert]')?.textContent.includes('blocked')",
+        "A told that camera access was blocked",
+        T,
+    )
+    .await;
+    wait_until(
+        &page_a,
+        "document.querySelector('#call')?.dataset.phase === 'inroom'",
+        "A in the room",
+        T,
+    )
+    .await;
+    let disabled: bool = eval(
+        &page_a,
+        "document.querySelector('#mute').disabled && document.querySelector('#camera').disabled",
+    )
+    .await;
+    assert!(disabled, "no media: mute and camera buttons are disabled");
+
+    let page_b = b.open(&format!("{}/r/denied", server.url)).await;
+    wait_until(
+        &page_a,
+        &remote_video_has_frames(),
+        "A (no camera) to see B's video",
+        T,
+    )
+    .await;
+    assert_remote_video_playing(&page_a, "A").await;
+    let audio: String = eval(
+        &page_a,
+        &format!("{REMOTE_VIDEO}.srcObject.getAudioTracks()[0]?.readyState ?? 'none'"),
+    )
+    .await;
+    assert_eq!(audio, "live", "A hears B");
+    // B has a tile for A (no video from A, but no error either).
+    wait_until(
+        &page_b,
+        "document.querySelectorAll('#peers video[data-peer]').length === 1",
+        "B shows A's tile",
+        T,
+    )
+    .await;
+    let alert_b: String = eval(
+        &page_b,
+        "document.querySelector('[role=alert]').textContent",
+    )
+    .await;
+    assert_eq!(alert_b, "", "nothing is broken on B's side");
+
+    a.close().await;
+    b.close().await;
 }

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Every check and every test, browser ones included: formatting, clippy (native and wasm),
+# the release bundle, then all tests inside a private network namespace that has only `lo`,
+# so WebRTC between the test browsers never leaves this machine. The PID namespace also ends
+# any browser a failing test could leave behind.
+set -euo pipefail
+source "$(dirname "$0")/setup.sh"
+noom_setup --browser
+cd "$NOOM_ROOT"
+
+say "fetching crates"
+cargo fetch --locked
+say "cargo fmt --check"
+cargo fmt --all --check
+say "clippy (native: shared, server, frontend logic)"
+cargo clippy --locked --workspace --all-targets -- -D warnings
+say "clippy (wasm frontend)"
+cargo clippy --locked -p frontend --target wasm32-unknown-unknown -- -D warnings
+say "building the release bundle (dist/), which the browser tests load"
+trunk build --release
+say "building tests"
+cargo test --locked --workspace --no-run
+
+# Inside the namespace there is no network at all: everything was fetched and built above.
+userns=()
+[ "$(id -u)" -eq 0 ] || userns=(-r)
+say "running tests (unit, websocket integration, headless Chromium end to end)"
+unshare "${userns[@]}" -n -p -f --mount-proc \
+  bash -c 'ip link set lo up && exec cargo test --offline --locked --workspace "$@"' -- "$@"

@@ -1,0 +1,374 @@
+//! Helpers for integration tests that talk to a real Noom server over real sockets: start the
+//! server in-process on 127.0.0.1 port 0, connect websocket clients, and send / receive typed
+//! protocol messages. Every receive has a timeout, so a broken server fails a test instead of
+//! hanging it.
+//!
+//! Kept generic on purpose: any test file can `mod common;` and use what it needs.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use server::{AppState, Config};
+use shared::{
+    ClientMessage, ErrorCode, IceCandidate, PeerId, RoomName, SdpKind, ServerMessage,
+    SessionDescription, PROTOCOL_VERSION,
+};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long any single expected event may take before the test fails.
+pub const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long to listen when asserting that nothing arrives. A heuristic by nature: the server
+/// relays within microseconds on loopback, so a message that was going to arrive would arrive
+/// well within this window.
+pub const QUIET: Duration = Duration::from_millis(300);
+
+/// The `index.html` written into the fake dist directory; tests look for this marker.
+pub const INDEX_MARKER: &str = "noom-test-index";
+
+/// Name of a compressible asset (> 1 KiB) in the fake dist directory.
+pub const BIG_ASSET: &str = "app-0123abcd.js";
+
+/// Creates a fake `dist` directory: an `index.html` carrying [`INDEX_MARKER`] and a large,
+/// very compressible JavaScript asset named [`BIG_ASSET`].
+pub fn fake_dist() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("create temp dist dir");
+    write_fake_dist(dir.path());
+    dir
+}
+
+pub fn write_fake_dist(dir: &Path) {
+    let index = format!(
+        "<!doctype html><html><head><title>Noom</title></head><body>{INDEX_MARKER}</body></html>\n"
+    );
+    std::fs::write(dir.join("index.html"), index).expect("write index.html");
+    let asset = "console.log('noom test asset, compress me please');\n".repeat(100);
+    assert!(asset.len() > 4096);
+    std::fs::write(dir.join(BIG_ASSET), asset).expect("write asset");
+}
+
+/// A server running in-process on 127.0.0.1 with an OS-chosen port. Dropping it triggers its
+/// shutdown and aborts the serving task.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub state: Arc<AppState>,
+    /// The directory served as the app bundle.
+    pub dist: PathBuf,
+    /// Owns the fake dist directory (absent when the caller passed its own `--dist`).
+    _dist_dir: Option<tempfile::TempDir>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestServer {
+    /// Defaults, no ICE servers, a fake dist directory.
+    pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts with extra command line flags (as the `server` binary takes them). Adds
+    /// `--ice-server none` and a fake `--dist` unless `args` sets them. The shutdown grace
+    /// is `--shutdown-grace-secs` (default 5).
+    pub async fn start_with(args: &[&str]) -> Self {
+        let has = |flag: &str| args.iter().any(|a| *a == flag || a.starts_with(&format!("{flag}=")));
+        let dist_dir = (!has("--dist")).then(fake_dist);
+        let mut argv: Vec<String> = vec!["server".into()];
+        if !has("--ice-server") {
+            argv.extend(["--ice-server".into(), "none".into()]);
+        }
+        if let Some(dir) = &dist_dir {
+            argv.extend(["--dist".into(), dir.path().display().to_string()]);
+        }
+        argv.extend(args.iter().map(|a| a.to_string()));
+        let config = Config::try_parse_from(&argv)
+            .unwrap_or_else(|err| panic!("bad test server flags {argv:?}: {err}"));
+        let state = AppState::new(&config).expect("valid test config");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local addr");
+        let (tx, rx) = oneshot::channel::<()>();
+        let shutdown = async move {
+            // Sender dropped counts as "shut down" too.
+            let _ = rx.await;
+        };
+        let task = tokio::spawn(server::run(
+            listener,
+            Arc::clone(&state),
+            shutdown,
+            config.shutdown_grace(),
+        ));
+        Self {
+            addr,
+            state,
+            dist: config.dist.clone(),
+            _dist_dir: dist_dir,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// A new websocket client on `/ws`.
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.ws_url()).await
+    }
+
+    /// A new client that has joined `room`, with its `joined` reply already read.
+    pub async fn joined_client(&self, room: &str) -> (Client, Joined) {
+        let mut client = self.client().await;
+        let joined = client.join(room).await;
+        (client, joined)
+    }
+
+    /// Triggers the shutdown future without waiting for anything.
+    pub fn trigger_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Takes the handle of the task running `server::run`, to await it.
+    pub fn take_task(&mut self) -> JoinHandle<std::io::Result<()>> {
+        self.task.take().expect("server task already taken")
+    }
+
+    /// Polls `state.hub.room_count()` until it equals `expected` (or fails after [`TIMEOUT`]).
+    pub async fn wait_for_room_count(&self, expected: usize) {
+        wait_until(|| self.state.hub.room_count() == expected, || {
+            format!("room_count is {}, expected {expected}", self.state.hub.room_count())
+        })
+        .await;
+    }
+
+    /// Polls `state.hub.connection_count()` until it equals `expected`.
+    pub async fn wait_for_connection_count(&self, expected: usize) {
+        wait_until(|| self.state.hub.connection_count() == expected, || {
+            format!(
+                "connection_count is {}, expected {expected}",
+                self.state.hub.connection_count()
+            )
+        })
+        .await;
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.trigger_shutdown();
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Polls `condition` every 10 ms until true; panics with `describe()` after [`TIMEOUT`].
+pub async fn wait_until(mut condition: impl FnMut() -> bool, describe: impl Fn() -> String) {
+    let start = Instant::now();
+    while !condition() {
+        if start.elapsed() > TIMEOUT {
+            panic!("timed out after {TIMEOUT:?}: {}", describe());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The fields of a `joined` reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Joined {
+    pub room: RoomName,
+    pub you: PeerId,
+    pub peers: Vec<PeerId>,
+    pub capacity: u32,
+    pub ice_servers: Vec<shared::IceServer>,
+}
+
+/// What [`Client::next_event`] saw.
+#[derive(Debug)]
+pub enum Event {
+    /// A text frame that decoded as a [`ServerMessage`].
+    Message(ServerMessage),
+    /// A close frame (possibly without a code).
+    Close(Option<CloseFrame>),
+    /// The stream ended without a close frame.
+    End,
+    /// The websocket layer reported an error (e.g. the TCP connection was reset).
+    Error(tungstenite::Error),
+    /// Nothing within the wait.
+    Timeout,
+}
+
+/// A websocket client speaking the Noom protocol.
+pub struct Client {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Client {
+    pub async fn connect(url: &str) -> Self {
+        let (ws, _response) = tokio::time::timeout(TIMEOUT, tokio_tungstenite::connect_async(url))
+            .await
+            .unwrap_or_else(|_| panic!("timed out connecting to {url}"))
+            .unwrap_or_else(|err| panic!("cannot connect to {url}: {err}"));
+        Self { ws }
+    }
+
+    /// Sends one typed message as a JSON text frame.
+    pub async fn send(&mut self, message: &ClientMessage) {
+        self.send_raw(message.to_json()).await;
+    }
+
+    /// Sends arbitrary text as one text frame (for malformed or hand-crafted input).
+    pub async fn send_raw(&mut self, text: impl Into<String>) {
+        self.send_frame(Message::text(text.into())).await;
+    }
+
+    /// Sends any websocket frame.
+    pub async fn send_frame(&mut self, frame: Message) {
+        tokio::time::timeout(TIMEOUT, self.ws.send(frame))
+            .await
+            .expect("timed out sending a frame")
+            .expect("sending a frame failed");
+    }
+
+    /// The next event within `wait`. Pings and pongs are skipped; a text frame that does not
+    /// decode as a [`ServerMessage`] fails the test (the server must only send protocol JSON).
+    pub async fn next_event(&mut self, wait: Duration) -> Event {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return Event::Timeout,
+                Ok(None) => return Event::End,
+                Ok(Some(Err(err))) => return Event::Error(err),
+                Ok(Some(Ok(Message::Text(text)))) => {
+                    let message = ServerMessage::from_json(&text).unwrap_or_else(|err| {
+                        panic!("server sent text that is not a ServerMessage ({err}): {text}")
+                    });
+                    return Event::Message(message);
+                }
+                Ok(Some(Ok(Message::Close(frame)))) => return Event::Close(frame),
+                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+                Ok(Some(Ok(other))) => panic!("unexpected frame from the server: {other:?}"),
+            }
+        }
+    }
+
+    /// The next server message; fails the test on timeout, close or error.
+    pub async fn recv(&mut self) -> ServerMessage {
+        match self.next_event(TIMEOUT).await {
+            Event::Message(message) => message,
+            other => panic!("expected a server message, got {other:?}"),
+        }
+    }
+
+    /// Asserts that nothing arrives for [`QUIET`] (a short wait: see its doc).
+    pub async fn expect_silence(&mut self) {
+        match self.next_event(QUIET).await {
+            Event::Timeout => {}
+            other => panic!("expected nothing for {QUIET:?}, got {other:?}"),
+        }
+    }
+
+    /// Expects an `error` reply with `code`; returns its human-readable message.
+    pub async fn expect_error(&mut self, code: ErrorCode) -> String {
+        match self.recv().await {
+            ServerMessage::Error {
+                code: got,
+                message,
+            } if got == code => {
+                assert!(!message.is_empty(), "error {code} has an empty message");
+                message
+            }
+            other => panic!("expected error {code}, got {other:?}"),
+        }
+    }
+
+    /// Joins `room` with the current protocol version and expects `joined`.
+    pub async fn join(&mut self, room: &str) -> Joined {
+        self.send(&join(room)).await;
+        match self.recv().await {
+            ServerMessage::Joined {
+                room: got_room,
+                you,
+                peers,
+                capacity,
+                ice_servers,
+            } => {
+                assert_eq!(got_room.as_str(), room);
+                Joined {
+                    room: got_room,
+                    you,
+                    peers,
+                    capacity,
+                    ice_servers,
+                }
+            }
+            other => panic!("expected joined for room {room:?}, got {other:?}"),
+        }
+    }
+
+    /// Starts the closing handshake and waits (bounded) for the server's close reply.
+    pub async fn close(mut self) {
+        let _ = tokio::time::timeout(TIMEOUT, self.ws.close(None)).await;
+        let _ = tokio::time::timeout(TIMEOUT, async {
+            while let Some(Ok(_)) = self.ws.next().await {}
+        })
+        .await;
+    }
+}
+
+/// `join` with the current protocol version.
+pub fn join(room: &str) -> ClientMessage {
+    ClientMessage::Join {
+        room: RoomName::new(room).expect("valid room name"),
+        version: PROTOCOL_VERSION,
+    }
+}
+
+pub fn description(to: PeerId, kind: SdpKind, sdp: &str) -> ClientMessage {
+    ClientMessage::Description {
+        to,
+        description: SessionDescription {
+            kind,
+            sdp: sdp.into(),
+        },
+    }
+}
+
+pub fn offer(to: PeerId, sdp: &str) -> ClientMessage {
+    description(to, SdpKind::Offer, sdp)
+}
+
+pub fn answer(to: PeerId, sdp: &str) -> ClientMessage {
+    description(to, SdpKind::Answer, sdp)
+}
+
+pub fn candidate(candidate: &str) -> IceCandidate {
+    IceCandidate {
+        candidate: candidate.into(),
+        sdp_mid: Some("0".into()),
+        sdp_m_line_index: Some(0),
+        username_fragment: Some("frag".into()),
+    }
+}
+
+pub fn ice(to: PeerId, c: &str) -> ClientMessage {
+    ClientMessage::IceCandidate {
+        to,
+        candidate: candidate(c),
+    }
+}
