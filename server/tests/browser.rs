@@ -445,6 +445,11 @@ async fn two_browsers_call_each_other_and_use_the_controls() {
     let offers_before = (offers(&page_a).await, offers(&page_b).await);
     eval::<serde_json::Value>(
         &page_a,
+        &format!("window.__oldCamera = {LOCAL_VIDEO}.srcObject.getVideoTracks()[0]; null"),
+    )
+    .await;
+    eval::<serde_json::Value>(
+        &page_a,
         &format!("(() => {{ const s = document.querySelector('#cameras'); s.value = {other:?}; s.dispatchEvent(new Event('change', {{bubbles: true}})); }})()"),
     )
     .await;
@@ -464,6 +469,11 @@ async fn two_browsers_call_each_other_and_use_the_controls() {
         T,
     )
     .await;
+    let old_state: String = eval(&page_a, "window.__oldCamera.readyState").await;
+    assert_eq!(
+        old_state, "ended",
+        "the first camera is released after the switch"
+    );
     assert_remote_video_playing(&page_b, "B after A switched camera").await;
     assert_eq!(
         (offers(&page_a).await, offers(&page_b).await),
