@@ -40,6 +40,10 @@ pub struct AppState {
     pub max_message_bytes: usize,
     /// Cancelled when the server starts shutting down; every websocket then closes with 1001.
     pub shutdown: CancellationToken,
+    /// Open websockets: each connection's task holds a receiver until it has finished (close
+    /// frame sent, session dropped). [`run`] waits for all of them to be dropped, because
+    /// axum's graceful shutdown stops tracking a connection once it is upgraded.
+    connections: tokio::sync::watch::Sender<()>,
 }
 
 impl AppState {
@@ -49,6 +53,7 @@ impl AppState {
             dist: config.dist.clone(),
             max_message_bytes: config.max_message_bytes,
             shutdown: CancellationToken::new(),
+            connections: tokio::sync::watch::Sender::new(()),
         }))
     }
 }
@@ -89,6 +94,7 @@ pub async fn run(
         );
     }
     let token = state.shutdown.clone();
+    let connections = state.connections.clone();
     let serve = axum::serve(listener, app(state)).with_graceful_shutdown({
         let token = token.clone();
         async move {
@@ -101,8 +107,17 @@ pub async fn run(
         token.cancelled().await;
         tokio::time::sleep(grace).await;
     };
+    let drained = async move {
+        serve.into_future().await?;
+        // `serve` has returned once the plain HTTP connections are done, but upgraded ones
+        // (websockets) are no longer axum's: wait until their tasks have sent the 1001 close
+        // and left their rooms. Without this the binary could exit, dropping those tasks,
+        // before the close frames went out.
+        connections.closed().await;
+        Ok(())
+    };
     tokio::select! {
-        result = serve.into_future() => result,
+        result = drained => result,
         () = deadline => {
             tracing::warn!("connections still open after the grace period; exiting anyway");
             Ok(())

@@ -22,9 +22,15 @@ pub mod close_code {
 }
 
 pub async fn upgrade(State(state): State<Arc<AppState>>, ws: WebSocketUpgrade) -> Response {
+    // Taken here, while axum still tracks this connection, and held until the task ends, so that
+    // `run` can wait for the websocket to finish closing (see `AppState::connections`).
+    let open = state.connections.subscribe();
     ws.max_message_size(state.max_message_bytes)
         .max_frame_size(state.max_message_bytes)
-        .on_upgrade(move |socket| serve(socket, state))
+        .on_upgrade(move |socket| async move {
+            serve(socket, state).await;
+            drop(open);
+        })
 }
 
 async fn serve(socket: WebSocket, state: Arc<AppState>) {
