@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use clap::Parser;
 use futures::{SinkExt, StreamExt};
 use server::{AppState, Config};
 use shared::{
@@ -80,7 +81,10 @@ impl TestServer {
     /// `--ice-server none` and a fake `--dist` unless `args` sets them. The shutdown grace
     /// is `--shutdown-grace-secs` (default 5).
     pub async fn start_with(args: &[&str]) -> Self {
-        let has = |flag: &str| args.iter().any(|a| *a == flag || a.starts_with(&format!("{flag}=")));
+        let has = |flag: &str| {
+            args.iter()
+                .any(|a| *a == flag || a.starts_with(&format!("{flag}=")))
+        };
         let dist_dir = (!has("--dist")).then(fake_dist);
         let mut argv: Vec<String> = vec!["server".into()];
         if !has("--ice-server") {
@@ -93,7 +97,9 @@ impl TestServer {
         let config = Config::try_parse_from(&argv)
             .unwrap_or_else(|err| panic!("bad test server flags {argv:?}: {err}"));
         let state = AppState::new(&config).expect("valid test config");
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local addr");
         let (tx, rx) = oneshot::channel::<()>();
         let shutdown = async move {
@@ -150,20 +156,29 @@ impl TestServer {
 
     /// Polls `state.hub.room_count()` until it equals `expected` (or fails after [`TIMEOUT`]).
     pub async fn wait_for_room_count(&self, expected: usize) {
-        wait_until(|| self.state.hub.room_count() == expected, || {
-            format!("room_count is {}, expected {expected}", self.state.hub.room_count())
-        })
+        wait_until(
+            || self.state.hub.room_count() == expected,
+            || {
+                format!(
+                    "room_count is {}, expected {expected}",
+                    self.state.hub.room_count()
+                )
+            },
+        )
         .await;
     }
 
     /// Polls `state.hub.connection_count()` until it equals `expected`.
     pub async fn wait_for_connection_count(&self, expected: usize) {
-        wait_until(|| self.state.hub.connection_count() == expected, || {
-            format!(
-                "connection_count is {}, expected {expected}",
-                self.state.hub.connection_count()
-            )
-        })
+        wait_until(
+            || self.state.hub.connection_count() == expected,
+            || {
+                format!(
+                    "connection_count is {}, expected {expected}",
+                    self.state.hub.connection_count()
+                )
+            },
+        )
         .await;
     }
 }
@@ -286,10 +301,7 @@ impl Client {
     /// Expects an `error` reply with `code`; returns its human-readable message.
     pub async fn expect_error(&mut self, code: ErrorCode) -> String {
         match self.recv().await {
-            ServerMessage::Error {
-                code: got,
-                message,
-            } if got == code => {
+            ServerMessage::Error { code: got, message } if got == code => {
                 assert!(!message.is_empty(), "error {code} has an empty message");
                 message
             }
