@@ -264,6 +264,8 @@ impl Controller {
                     }
                 }
             }
+            // Shown on tiles by the media-state work that follows; ignored until then.
+            ServerMessage::PeerMediaState { .. } => {}
             ServerMessage::Error { code, message } => {
                 self.alert(message);
                 if matches!(

@@ -229,6 +229,29 @@ impl Session {
                     },
                 );
             }
+            ClientMessage::MediaState(state) => {
+                let Some(room) = inner.registry.room_of(self.id).cloned() else {
+                    let text = "Join a room before sending your microphone and camera state.";
+                    inner.send(self.id, ServerMessage::error(ErrorCode::NotInRoom, text));
+                    return;
+                };
+                let others: Vec<PeerId> = inner
+                    .registry
+                    .members(&room)
+                    .iter()
+                    .copied()
+                    .filter(|member| *member != self.id)
+                    .collect();
+                for member in others {
+                    inner.send(
+                        member,
+                        ServerMessage::PeerMediaState {
+                            peer: self.id,
+                            state,
+                        },
+                    );
+                }
+            }
             ClientMessage::IceCandidate { to, candidate } => {
                 self.relay(
                     &mut inner,
@@ -336,6 +359,36 @@ mod tests {
             matches!(&drain(&mut b_rx)[..], [ServerMessage::Description { from, .. }] if *from == a.id())
         );
         assert!(drain(&mut a_rx).is_empty());
+    }
+
+    #[test]
+    fn media_state_goes_to_the_rest_of_the_room_stamped() {
+        let hub = hub(3);
+        let (a, mut a_rx) = hub.connect();
+        let (b, mut b_rx) = hub.connect();
+        let (c, mut c_rx) = hub.connect();
+        let state = shared::MediaState {
+            muted: true,
+            camera_off: false,
+        };
+        a.handle(ClientMessage::MediaState(state));
+        assert_eq!(error_code(&drain(&mut a_rx)), Some(ErrorCode::NotInRoom));
+        a.handle(join("x"));
+        b.handle(join("x"));
+        c.handle(join("y"));
+        drain(&mut a_rx);
+        drain(&mut b_rx);
+        drain(&mut c_rx);
+        a.handle(ClientMessage::MediaState(state));
+        assert_eq!(
+            drain(&mut b_rx),
+            [ServerMessage::PeerMediaState {
+                peer: a.id(),
+                state
+            }]
+        );
+        assert!(drain(&mut a_rx).is_empty(), "not echoed to the sender");
+        assert!(drain(&mut c_rx).is_empty(), "not to other rooms");
     }
 
     #[test]

@@ -176,11 +176,24 @@ pub enum ClientMessage {
     /// An ICE candidate for one peer in the same room.
     #[serde(rename_all = "camelCase")]
     IceCandidate { to: PeerId, candidate: IceCandidate },
+    /// The sender's microphone and camera state, for the others' tiles. Sent on joining, on
+    /// every change, and again when someone new joins.
+    #[serde(rename_all = "camelCase")]
+    MediaState(MediaState),
+}
+
+/// What a participant is sending: whether the microphone is muted, the camera off.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaState {
+    pub muted: bool,
+    pub camera_off: bool,
 }
 
 impl ClientMessage {
     /// Every `type` tag a client may send; used to tell an unknown type from a malformed message.
-    pub const TYPES: &'static [&'static str] = &["join", "leave", "description", "iceCandidate"];
+    pub const TYPES: &'static [&'static str] =
+        &["join", "leave", "description", "iceCandidate", "mediaState"];
 
     /// Decodes one text frame, classifying failures so that the server can answer with the right
     /// [`ErrorCode`]. The well-formed case costs one parse; only failures are looked at twice.
@@ -271,6 +284,13 @@ pub enum ServerMessage {
     IceCandidate {
         from: PeerId,
         candidate: IceCandidate,
+    },
+    /// A member's microphone / camera state changed (or was re-announced for a newcomer).
+    #[serde(rename_all = "camelCase")]
+    PeerMediaState {
+        peer: PeerId,
+        #[serde(flatten)]
+        state: MediaState,
     },
     /// A request was refused. The connection stays usable unless the server closes it.
     Error { code: ErrorCode, message: String },

@@ -73,6 +73,27 @@ fn client_messages() {
 }
 
 #[test]
+fn media_state_messages() {
+    check(
+        ClientMessage::MediaState(MediaState {
+            muted: true,
+            camera_off: false,
+        }),
+        json!({"type": "mediaState", "muted": true, "cameraOff": false}),
+    );
+    check(
+        ServerMessage::PeerMediaState {
+            peer: PeerId::new(4),
+            state: MediaState {
+                muted: false,
+                camera_off: true,
+            },
+        },
+        json!({"type": "peerMediaState", "peer": 4, "muted": false, "cameraOff": true}),
+    );
+}
+
+#[test]
 fn every_client_type_is_listed() {
     // ClientMessage::TYPES drives the unknown-type error; it must name every variant.
     let samples = [
@@ -92,6 +113,7 @@ fn every_client_type_is_listed() {
             to: PeerId::new(1),
             candidate: candidate(),
         },
+        ClientMessage::MediaState(MediaState::default()),
     ];
     assert_eq!(samples.len(), ClientMessage::TYPES.len());
     for sample in samples {
