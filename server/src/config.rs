@@ -5,10 +5,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use axum::http::HeaderName;
 use clap::Parser;
 use shared::IceServer;
 
 use crate::hub::HubConfig;
+use crate::origin::Origin;
 
 /// The public STUN servers of the tutorial app this product started from.
 pub const DEFAULT_ICE_SERVERS: &[&str] = &[
@@ -61,6 +63,61 @@ pub struct Config {
     /// Seconds open connections get to close after Ctrl-C / SIGTERM before the server exits.
     #[arg(long, env = "NOOM_SHUTDOWN_GRACE_SECS", default_value_t = 5)]
     pub shutdown_grace_secs: u64,
+
+    /// Websockets open at once; more are refused with HTTP 503. 0: unlimited.
+    #[arg(long, env = "NOOM_MAX_CONNECTIONS", default_value_t = 20_000)]
+    pub max_connections: usize,
+
+    /// Websockets open at once from one IP address; more are refused with HTTP 429. Generous
+    /// because everyone behind one office or mobile-carrier NAT shares an address. 0: unlimited.
+    #[arg(long, env = "NOOM_MAX_CONNECTIONS_PER_IP", default_value_t = 100)]
+    pub max_connections_per_ip: usize,
+
+    /// Take the client's IP address (for --max-connections-per-ip) from this request header,
+    /// set by the reverse proxy in front (`x-forwarded-for`: its last entry; `x-real-ip`).
+    /// Only set it behind a proxy that overwrites the header: clients can send anything.
+    #[arg(long, env = "NOOM_CLIENT_IP_HEADER")]
+    pub client_ip_header: Option<String>,
+
+    /// Messages a connection may send in one burst (a joining browser trickles a burst of ICE
+    /// candidates: a few per peer).
+    #[arg(long, env = "NOOM_RATE_BURST", default_value_t = 200,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_burst: u32,
+
+    /// Messages per second a connection may sustain after its burst; messages over the limit
+    /// are dropped with a `rate-limited` error. 0: no rate limit.
+    #[arg(long, env = "NOOM_RATE_PER_SEC", default_value_t = 50)]
+    pub rate_per_sec: u32,
+
+    /// Bad messages (malformed, unknown type, binary, invalid room, wrong version, out of
+    /// order, over the rate limit) a connection may send before it is closed with 1008.
+    /// 0: never close.
+    #[arg(long, env = "NOOM_MAX_BAD_MESSAGES", default_value_t = 20)]
+    pub max_bad_messages: u32,
+
+    /// Milliseconds between keep-alive pings to each websocket (browsers answer by themselves).
+    /// 0: no pings.
+    #[arg(long, env = "NOOM_PING_INTERVAL_MS", default_value_t = 15_000)]
+    pub ping_interval_ms: u64,
+
+    /// Milliseconds a ping may go unanswered (or a write may stay blocked) before the peer is
+    /// taken for dead: its connection is dropped and its room told it left. With the default
+    /// interval, a dead peer is noticed within 30 s.
+    #[arg(long, env = "NOOM_PING_TIMEOUT_MS", default_value_t = 15_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub ping_timeout_ms: u64,
+
+    /// Another origin whose pages may open websockets here, like `https://noom.example` or
+    /// `http://127.0.0.1:8080` for `trunk serve` (repeat the flag, or comma-separate in the env
+    /// var). The server's own host is always allowed, and so are clients that send no Origin
+    /// (programs, not browsers); any other page is refused with HTTP 403.
+    #[arg(
+        long = "allowed-origin",
+        env = "NOOM_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Vec<String>,
 }
 
 /// A configuration value that cannot work.
@@ -70,6 +127,10 @@ pub enum ConfigError {
     BadIceServer(String),
     #[error("--ice-server {0:?}: TURN servers need credentials, which this version does not hand out yet")]
     TurnUnsupported(String),
+    #[error("--allowed-origin {0:?}: expected http:// or https:// and a host, like https://noom.example or http://127.0.0.1:8080")]
+    BadOrigin(String),
+    #[error("--client-ip-header {0:?}: not a valid HTTP header name")]
+    BadHeaderName(String),
 }
 
 impl Config {
@@ -109,6 +170,36 @@ impl Config {
             }
         }
         Ok(out)
+    }
+
+    /// The extra origins allowed to open websockets, checked.
+    pub fn allowed_origins(&self) -> Result<Vec<Origin>, ConfigError> {
+        self.allowed_origins
+            .iter()
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .map(|s| Origin::parse(s).ok_or_else(|| ConfigError::BadOrigin(s.to_string())))
+            .collect()
+    }
+
+    pub fn client_ip_header(&self) -> Result<Option<HeaderName>, ConfigError> {
+        self.client_ip_header
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                HeaderName::try_from(s.to_ascii_lowercase())
+                    .map_err(|_| ConfigError::BadHeaderName(s.to_string()))
+            })
+            .transpose()
+    }
+
+    pub fn ping_interval(&self) -> Option<Duration> {
+        (self.ping_interval_ms > 0).then(|| Duration::from_millis(self.ping_interval_ms))
+    }
+
+    pub fn ping_timeout(&self) -> Duration {
+        Duration::from_millis(self.ping_timeout_ms.max(1))
     }
 
     pub fn hub_config(&self) -> Result<HubConfig, ConfigError> {
@@ -171,5 +262,59 @@ mod tests {
             Err(ConfigError::TurnUnsupported(_))
         ));
         assert!(Config::try_parse_from(["server", "--room-capacity", "0"]).is_err());
+    }
+
+    #[test]
+    fn limits_have_internet_defaults() {
+        let config = Config::defaults();
+        assert_eq!(config.max_connections, 20_000);
+        assert_eq!(config.max_connections_per_ip, 100);
+        assert_eq!((config.rate_burst, config.rate_per_sec), (200, 50));
+        assert_eq!(config.max_bad_messages, 20);
+        assert_eq!(config.ping_interval(), Some(Duration::from_secs(15)));
+        assert_eq!(config.ping_timeout(), Duration::from_secs(15));
+        assert!(config.allowed_origins().unwrap().is_empty());
+        assert_eq!(config.client_ip_header().unwrap(), None);
+        assert_eq!(parse(&["--ping-interval-ms", "0"]).ping_interval(), None);
+        assert!(Config::try_parse_from(["server", "--ping-timeout-ms", "0"]).is_err());
+    }
+
+    #[test]
+    fn allowed_origins_are_checked_and_repeatable() {
+        let config = parse(&[
+            "--allowed-origin",
+            "http://127.0.0.1:8080/",
+            "--allowed-origin",
+            "https://noom.example,https://b.example:8443",
+        ]);
+        let origins: Vec<String> = config
+            .allowed_origins()
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            origins,
+            [
+                "http://127.0.0.1:8080",
+                "https://noom.example",
+                "https://b.example:8443"
+            ]
+        );
+        let err = parse(&["--allowed-origin", "noom.example"])
+            .allowed_origins()
+            .unwrap_err();
+        assert!(err.to_string().contains("https://"), "{err}");
+        assert!(parse(&["--client-ip-header", "bad header"])
+            .client_ip_header()
+            .is_err());
+        assert_eq!(
+            parse(&["--client-ip-header", "X-Forwarded-For"])
+                .client_ip_header()
+                .unwrap()
+                .unwrap()
+                .as_str(),
+            "x-forwarded-for"
+        );
     }
 }

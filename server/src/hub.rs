@@ -5,6 +5,10 @@
 //! Locking: one std `Mutex` guards the registry and the queue map together, so that "who is in
 //! the room" and "where do their messages go" can never disagree. It is held only for map
 //! lookups and `try_send` (which never waits); never across an `.await`.
+//!
+//! Queues carry `Box<ServerMessage>`: a tokio channel allocates its first block of 32 slots when
+//! it is created, so a boxed item keeps an idle connection's queue at ~300 bytes instead of ~3 KiB.
+//! Messages are serialized by the receiving connection's task, outside the lock.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,7 +17,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use shared::{ClientMessage, ErrorCode, IceServer, PeerId, ServerMessage, PROTOCOL_VERSION};
 use tokio::sync::mpsc;
 
+use crate::metrics::{Metrics, Relayed};
 use crate::registry::{JoinError, Registry};
+
+/// What a connection's queue carries.
+pub type Outgoing = Box<ServerMessage>;
 
 /// Sizes and lists the hub needs; see `Config` for the flags that set them.
 #[derive(Clone, Debug)]
@@ -40,28 +48,42 @@ pub struct Hub {
     config: HubConfig,
     next_id: AtomicU64,
     inner: Mutex<Inner>,
+    metrics: Arc<Metrics>,
 }
 
 struct Inner {
     registry: Registry,
-    queues: HashMap<PeerId, mpsc::Sender<ServerMessage>>,
+    queues: HashMap<PeerId, mpsc::Sender<Outgoing>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Hub {
+    /// A hub with its own [`Metrics`].
     pub fn new(config: HubConfig) -> Arc<Self> {
+        Self::with_metrics(config, Arc::new(Metrics::new()))
+    }
+
+    /// A hub that counts rooms, relayed messages and slow readers in `metrics`.
+    pub fn with_metrics(config: HubConfig, metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(Self {
             inner: Mutex::new(Inner {
                 registry: Registry::new(config.room_capacity, config.max_rooms),
                 queues: HashMap::new(),
+                metrics: Arc::clone(&metrics),
             }),
             config,
             next_id: AtomicU64::new(1),
+            metrics,
         })
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Registers a new connection: a fresh [`PeerId`] and the receiving end of its queue. The
     /// queue closes when the hub drops the peer (it left, or it fell too far behind).
-    pub fn connect(self: &Arc<Self>) -> (Session, mpsc::Receiver<ServerMessage>) {
+    pub fn connect(self: &Arc<Self>) -> (Session, mpsc::Receiver<Outgoing>) {
         let id = PeerId::new(self.next_id.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = mpsc::channel(self.config.queue_capacity);
         self.lock().queues.insert(id, tx);
@@ -104,6 +126,7 @@ impl Inner {
     fn settle(&mut self, mut overflowed: Vec<PeerId>) {
         while let Some(slow) = overflowed.pop() {
             tracing::warn!(peer = %slow, "outbound queue full; disconnecting slow reader");
+            self.metrics.slow_reader_disconnects.inc();
             self.remove(slow, &mut overflowed);
         }
     }
@@ -115,7 +138,7 @@ impl Inner {
         overflowed: &mut Vec<PeerId>,
     ) {
         if let Some(queue) = self.queues.get(&to) {
-            match queue.try_send(message) {
+            match queue.try_send(Box::new(message)) {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     if !overflowed.contains(&to) {
@@ -136,11 +159,23 @@ impl Inner {
 
     fn leave(&mut self, peer: PeerId, overflowed: &mut Vec<PeerId>) {
         if let Some(departure) = self.registry.leave(peer) {
+            self.count_rooms();
             tracing::info!(%peer, room = %departure.room, "left room");
             for member in departure.remaining {
                 self.send_collecting(member, ServerMessage::PeerLeft { peer }, overflowed);
             }
         }
+    }
+
+    fn count_rooms(&self) {
+        let rooms = i64::try_from(self.registry.room_count()).unwrap_or(i64::MAX);
+        self.metrics.rooms_open.set(rooms);
+    }
+
+    /// Queues an error reply for `to` and returns its code, for [`Session::handle`] to report.
+    fn refuse(&mut self, to: PeerId, code: ErrorCode, text: impl Into<String>) -> ErrorCode {
+        self.send(to, ServerMessage::error(code, text));
+        code
     }
 }
 
@@ -157,11 +192,12 @@ impl Session {
     }
 
     /// Handles one decoded request. Replies (including errors) go to this session's own queue.
-    pub fn handle(&self, message: ClientMessage) {
+    /// `Err(code)`: the request was refused, and an error with that code is already queued.
+    pub fn handle(&self, message: ClientMessage) -> Result<(), ErrorCode> {
         let mut inner = self.hub.lock();
         if !inner.queues.contains_key(&self.id) {
             // Dropped as a slow reader; the transport is about to close.
-            return;
+            return Ok(());
         }
         match message {
             ClientMessage::Join { room, version } => {
@@ -169,14 +205,11 @@ impl Session {
                     let text = format!(
                         "This page is out of date (protocol {version}, server speaks {PROTOCOL_VERSION}). Reload the page."
                     );
-                    inner.send(
-                        self.id,
-                        ServerMessage::error(ErrorCode::UnsupportedVersion, text),
-                    );
-                    return;
+                    return Err(inner.refuse(self.id, ErrorCode::UnsupportedVersion, text));
                 }
                 match inner.registry.join(self.id, &room) {
                     Ok(peers) => {
+                        inner.count_rooms();
                         tracing::info!(peer = %self.id, %room, others = peers.len(), "joined room");
                         let joined = ServerMessage::Joined {
                             room,
@@ -191,6 +224,7 @@ impl Session {
                         for member in peers {
                             inner.send(member, ServerMessage::PeerJoined { peer: self.id });
                         }
+                        Ok(())
                     }
                     Err(err) => {
                         let (code, text) = match &err {
@@ -210,7 +244,7 @@ impl Session {
                             ),
                         };
                         tracing::info!(peer = %self.id, %room, %err, "join refused");
-                        inner.send(self.id, ServerMessage::error(code, text));
+                        Err(inner.refuse(self.id, code, text))
                     }
                 }
             }
@@ -218,22 +252,21 @@ impl Session {
                 let mut overflowed = Vec::new();
                 inner.leave(self.id, &mut overflowed);
                 inner.settle(overflowed);
+                Ok(())
             }
-            ClientMessage::Description { to, description } => {
-                self.relay(
-                    &mut inner,
-                    to,
-                    ServerMessage::Description {
-                        from: self.id,
-                        description,
-                    },
-                );
-            }
+            ClientMessage::Description { to, description } => self.relay(
+                &mut inner,
+                to,
+                Relayed::Description,
+                ServerMessage::Description {
+                    from: self.id,
+                    description,
+                },
+            ),
             ClientMessage::MediaState(state) => {
                 let Some(room) = inner.registry.room_of(self.id).cloned() else {
                     let text = "Join a room before sending your microphone and camera state.";
-                    inner.send(self.id, ServerMessage::error(ErrorCode::NotInRoom, text));
-                    return;
+                    return Err(inner.refuse(self.id, ErrorCode::NotInRoom, text));
                 };
                 let others: Vec<PeerId> = inner
                     .registry
@@ -243,6 +276,7 @@ impl Session {
                     .filter(|member| *member != self.id)
                     .collect();
                 for member in others {
+                    inner.metrics.relayed(Relayed::PeerMediaState);
                     inner.send(
                         member,
                         ServerMessage::PeerMediaState {
@@ -251,17 +285,17 @@ impl Session {
                         },
                     );
                 }
+                Ok(())
             }
-            ClientMessage::IceCandidate { to, candidate } => {
-                self.relay(
-                    &mut inner,
-                    to,
-                    ServerMessage::IceCandidate {
-                        from: self.id,
-                        candidate,
-                    },
-                );
-            }
+            ClientMessage::IceCandidate { to, candidate } => self.relay(
+                &mut inner,
+                to,
+                Relayed::IceCandidate,
+                ServerMessage::IceCandidate {
+                    from: self.id,
+                    candidate,
+                },
+            ),
         }
     }
 
@@ -272,15 +306,23 @@ impl Session {
             .send(self.id, ServerMessage::error(code, message));
     }
 
-    fn relay(&self, inner: &mut Inner, to: PeerId, message: ServerMessage) {
+    fn relay(
+        &self,
+        inner: &mut Inner,
+        to: PeerId,
+        kind: Relayed,
+        message: ServerMessage,
+    ) -> Result<(), ErrorCode> {
         if inner.registry.room_of(self.id).is_none() {
             let text = "Join a room before sending signaling messages.";
-            inner.send(self.id, ServerMessage::error(ErrorCode::NotInRoom, text));
+            Err(inner.refuse(self.id, ErrorCode::NotInRoom, text))
         } else if to == self.id || !inner.registry.same_room(self.id, to) {
             let text = format!("Peer {to} is not in your room.");
-            inner.send(self.id, ServerMessage::error(ErrorCode::UnknownPeer, text));
+            Err(inner.refuse(self.id, ErrorCode::UnknownPeer, text))
         } else {
+            inner.metrics.relayed(kind);
             inner.send(to, message);
+            Ok(())
         }
     }
 }
@@ -325,10 +367,10 @@ mod tests {
         }
     }
 
-    fn drain(rx: &mut mpsc::Receiver<ServerMessage>) -> Vec<ServerMessage> {
+    fn drain(rx: &mut mpsc::Receiver<Outgoing>) -> Vec<ServerMessage> {
         let mut out = Vec::new();
         while let Ok(message) = rx.try_recv() {
-            out.push(message);
+            out.push(*message);
         }
         out
     }
@@ -345,8 +387,8 @@ mod tests {
         let hub = hub(2);
         let (a, mut a_rx) = hub.connect();
         let (b, mut b_rx) = hub.connect();
-        a.handle(join("x"));
-        b.handle(join("x"));
+        let _ = a.handle(join("x"));
+        let _ = b.handle(join("x"));
         assert!(
             matches!(&drain(&mut b_rx)[..], [ServerMessage::Joined { peers, .. }] if peers == &[a.id()])
         );
@@ -354,7 +396,7 @@ mod tests {
             drain(&mut a_rx)[1..],
             [ServerMessage::PeerJoined { peer: b.id() }]
         );
-        a.handle(offer(b.id()));
+        let _ = a.handle(offer(b.id()));
         assert!(
             matches!(&drain(&mut b_rx)[..], [ServerMessage::Description { from, .. }] if *from == a.id())
         );
@@ -371,15 +413,15 @@ mod tests {
             muted: true,
             camera_off: false,
         };
-        a.handle(ClientMessage::MediaState(state));
+        let _ = a.handle(ClientMessage::MediaState(state));
         assert_eq!(error_code(&drain(&mut a_rx)), Some(ErrorCode::NotInRoom));
-        a.handle(join("x"));
-        b.handle(join("x"));
-        c.handle(join("y"));
+        let _ = a.handle(join("x"));
+        let _ = b.handle(join("x"));
+        let _ = c.handle(join("y"));
         drain(&mut a_rx);
         drain(&mut b_rx);
         drain(&mut c_rx);
-        a.handle(ClientMessage::MediaState(state));
+        let _ = a.handle(ClientMessage::MediaState(state));
         assert_eq!(
             drain(&mut b_rx),
             [ServerMessage::PeerMediaState {
@@ -396,13 +438,13 @@ mod tests {
         let hub = hub(2);
         let (a, mut a_rx) = hub.connect();
         let (b, mut b_rx) = hub.connect();
-        a.handle(offer(b.id()));
+        let _ = a.handle(offer(b.id()));
         assert_eq!(error_code(&drain(&mut a_rx)), Some(ErrorCode::NotInRoom));
-        a.handle(join("x"));
-        b.handle(join("y"));
+        let _ = a.handle(join("x"));
+        let _ = b.handle(join("y"));
         drain(&mut a_rx);
         drain(&mut b_rx);
-        a.handle(ClientMessage::IceCandidate {
+        let _ = a.handle(ClientMessage::IceCandidate {
             to: b.id(),
             candidate: IceCandidate {
                 candidate: "c".into(),
@@ -413,7 +455,7 @@ mod tests {
         });
         assert_eq!(error_code(&drain(&mut a_rx)), Some(ErrorCode::UnknownPeer));
         assert!(drain(&mut b_rx).is_empty());
-        a.handle(offer(a.id()));
+        let _ = a.handle(offer(a.id()));
         assert_eq!(error_code(&drain(&mut a_rx)), Some(ErrorCode::UnknownPeer));
     }
 
@@ -421,7 +463,7 @@ mod tests {
     fn stale_protocol_version_is_refused() {
         let hub = hub(2);
         let (a, mut a_rx) = hub.connect();
-        a.handle(ClientMessage::Join {
+        let _ = a.handle(ClientMessage::Join {
             room: RoomName::new("x").unwrap(),
             version: 0,
         });
@@ -437,8 +479,8 @@ mod tests {
         let hub = hub(2);
         let (a, mut a_rx) = hub.connect();
         let (b, _b_rx) = hub.connect();
-        a.handle(join("x"));
-        b.handle(join("x"));
+        let _ = a.handle(join("x"));
+        let _ = b.handle(join("x"));
         drain(&mut a_rx);
         let b_id = b.id();
         drop(b);
@@ -453,13 +495,13 @@ mod tests {
         let hub = hub(2);
         let (a, mut a_rx) = hub.connect();
         let (b, mut b_rx) = hub.connect();
-        a.handle(join("x"));
-        b.handle(join("x"));
+        let _ = a.handle(join("x"));
+        let _ = b.handle(join("x"));
         drain(&mut a_rx);
         // b never reads: its queue (8) fills, then it is dropped.
         let mut a_got = Vec::new();
         for _ in 0..20 {
-            a.handle(offer(b.id()));
+            let _ = a.handle(offer(b.id()));
             a_got.extend(drain(&mut a_rx));
         }
         assert!(a_got.contains(&ServerMessage::PeerLeft { peer: b.id() }));
@@ -472,7 +514,7 @@ mod tests {
         assert!(b_rx.is_closed());
         assert_eq!(hub.connection_count(), 1);
         // Further requests from the dropped session do nothing.
-        b.handle(offer(a.id()));
+        let _ = b.handle(offer(a.id()));
         assert!(drain(&mut a_rx).is_empty());
     }
 }

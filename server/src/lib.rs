@@ -6,7 +6,11 @@
 //! - [`registry`]: who is in which room; pure bookkeeping, knows nothing of sockets.
 //! - [`hub`]: the signaling state machine: registry + one bounded outbound queue per peer.
 //!   [`hub::Session`] is one connection's handle; no transport inside, tested over channels.
-//! - `ws`: the websocket transport, one task per connection, frames in and queue out.
+//! - `ws`: the websocket transport, one task per connection, frames in and queue out; message
+//!   size and rate limits, bad-message limit, keep-alive pings.
+//! - [`limits`]: connection limits (total, per IP) and the per-connection token bucket.
+//! - [`origin`]: the `Origin` check against cross-site websocket hijacking.
+//! - [`metrics`]: Prometheus counters, served at `/metrics`.
 //! - [`app`] builds the axum router (tests call it directly); [`run`] serves it until shutdown.
 //!
 //! Rules kept everywhere: the server never parses SDP, always stamps `from` itself, and never
@@ -14,14 +18,20 @@
 
 pub mod config;
 pub mod hub;
+pub mod limits;
+pub mod metrics;
+pub mod origin;
 pub mod registry;
 mod ws;
 
 use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use axum::http::{header, HeaderValue};
+use axum::extract::State;
+use axum::http::{header, HeaderName, HeaderValue};
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
@@ -31,13 +41,18 @@ use tower_http::services::{ServeDir, ServeFile};
 use tower_http::set_header::SetResponseHeaderLayer;
 
 pub use config::Config;
-pub use ws::close_code;
+pub use ws::{close_code, READ_BUFFER_BYTES};
 
 /// Everything request handlers share.
 pub struct AppState {
     pub hub: Arc<hub::Hub>,
+    pub metrics: Arc<metrics::Metrics>,
+    pub limiter: Arc<limits::ConnectionLimiter>,
     pub dist: PathBuf,
     pub max_message_bytes: usize,
+    origins: origin::AllowedOrigins,
+    client_ip_header: Option<HeaderName>,
+    ws: ws::WsSettings,
     /// Cancelled when the server starts shutting down; every websocket then closes with 1001.
     pub shutdown: CancellationToken,
     /// Open websockets: each connection's task holds a receiver until it has finished (close
@@ -48,17 +63,35 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(config: &Config) -> Result<Arc<Self>, config::ConfigError> {
+        let metrics = Arc::new(metrics::Metrics::new());
         Ok(Arc::new(Self {
-            hub: hub::Hub::new(config.hub_config()?),
+            hub: hub::Hub::with_metrics(config.hub_config()?, Arc::clone(&metrics)),
+            metrics,
+            limiter: limits::ConnectionLimiter::new(
+                config.max_connections,
+                config.max_connections_per_ip,
+            ),
             dist: config.dist.clone(),
             max_message_bytes: config.max_message_bytes,
+            origins: origin::AllowedOrigins::new(config.allowed_origins()?),
+            client_ip_header: config.client_ip_header()?,
+            ws: ws::WsSettings {
+                max_message_bytes: config.max_message_bytes,
+                rate_burst: config.rate_burst,
+                rate_per_sec: config.rate_per_sec,
+                max_bad_messages: config.max_bad_messages,
+                ping_interval: config.ping_interval(),
+                ping_timeout: config.ping_timeout(),
+            },
             shutdown: CancellationToken::new(),
             connections: tokio::sync::watch::Sender::new(()),
         }))
     }
 }
 
-/// The whole HTTP surface: `/ws`, `/healthz`, and the static app with `/r/<room>` deep links.
+/// The whole HTTP surface: `/ws`, `/healthz`, `/metrics`, and the static app with `/r/<room>`
+/// deep links. Serve it with `into_make_service_with_connect_info::<SocketAddr>()` (as [`run`]
+/// does) for the per-IP connection limit to see client addresses.
 pub fn app(state: Arc<AppState>) -> Router {
     let index = state.dist.join("index.html");
     // The app's own files. Trunk names them with a content hash, so only index.html must be
@@ -75,8 +108,16 @@ pub fn app(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/ws", get(ws::upgrade))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
         .with_state(state)
         .merge(static_files)
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        state.metrics.encode(),
+    )
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, then closes every websocket (1001,
@@ -95,7 +136,8 @@ pub async fn run(
     }
     let token = state.shutdown.clone();
     let connections = state.connections.clone();
-    let serve = axum::serve(listener, app(state)).with_graceful_shutdown({
+    let service = app(state).into_make_service_with_connect_info::<SocketAddr>();
+    let serve = axum::serve(listener, service).with_graceful_shutdown({
         let token = token.clone();
         async move {
             shutdown.await;

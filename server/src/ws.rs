@@ -1,95 +1,444 @@
 //! The websocket transport: one task per connection that decodes frames into [`Session::handle`]
-//! and writes the session's queue back out. All signaling rules live in [`crate::hub`].
+//! and writes the session's queue back out. All signaling rules live in [`crate::hub`]; this
+//! module owns what is about the connection itself: who may connect (origin, connection limits),
+//! how big and how fast messages may be, keep-alive pings, and how a connection ends.
+//!
+//! Memory: an idle connection is one task, small tungstenite buffers ([`READ_BUFFER_BYTES`]),
+//! one hub queue and one timer. Nothing grows unless the client sends or receives.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
+use axum::extract::connect_info::ConnectInfo;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
+use axum::http::{Extensions, HeaderMap};
 use axum::response::Response;
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use shared::{ClientMessage, ErrorCode};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::hub::Session;
+use crate::hub::{Outgoing, Session};
+use crate::limits::{client_ip, TokenBucket, UpgradeRefused};
+use crate::metrics::{Metrics, Rejection};
 use crate::AppState;
 
 /// Close codes (RFC 6455 section 7.4.1) this server uses.
 pub mod close_code {
     /// The server is shutting down.
     pub const GOING_AWAY: u16 = 1001;
-    /// The client broke a rule badly enough to be dropped (e.g. it stopped reading).
+    /// The client broke a rule badly enough to be dropped: it stopped reading, kept sending bad
+    /// messages, or stopped answering keep-alive pings.
     pub const POLICY: u16 = 1008;
+    /// A message was over `--max-message-bytes`.
+    pub const TOO_BIG: u16 = 1009;
 }
 
-pub async fn upgrade(State(state): State<Arc<AppState>>, ws: WebSocketUpgrade) -> Response {
+/// Initial read buffer of each websocket. axum's default (128 KiB) becomes resident after the
+/// first read and would dominate an idle connection's memory; signaling messages are a few
+/// hundred bytes (ICE) to a few KiB (SDP), and a bigger one simply grows the buffer.
+pub const READ_BUFFER_BYTES: usize = 1024;
+
+/// Outgoing frames are collected up to this size before a write: several queued messages then go
+/// out in one syscall. Every batch is flushed, so nothing waits for the buffer to fill.
+const WRITE_BUFFER_BYTES: usize = 8 * 1024;
+
+/// Most queued messages written in one batch before the task looks at its socket again.
+const MAX_BATCH: usize = 32;
+
+/// How long a connection that the server closes is given to answer the close frame, so that its
+/// unread input does not turn the close into a TCP reset that could discard the close frame.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Per-connection rules, from the flags.
+#[derive(Clone, Debug)]
+pub struct WsSettings {
+    pub max_message_bytes: usize,
+    pub rate_burst: u32,
+    pub rate_per_sec: u32,
+    pub max_bad_messages: u32,
+    pub ping_interval: Option<Duration>,
+    pub ping_timeout: Duration,
+}
+
+impl WsSettings {
+    /// What tungstenite itself refuses (and then the connection cannot be read any further).
+    /// Above our own limit, so that a message a little too big is read whole and answered with
+    /// a clean 1009 close; only a much bigger one hits this hard stop.
+    fn hard_limit(&self) -> usize {
+        self.max_message_bytes.saturating_mul(2).max(4096)
+    }
+}
+
+pub async fn upgrade(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    extensions: Extensions,
+    ws: WebSocketUpgrade,
+) -> Result<Response, UpgradeRefused> {
+    let refuse = |refused: UpgradeRefused| {
+        state.metrics.rejected(refused.reason());
+        tracing::debug!(%refused, "websocket upgrade refused");
+        refused
+    };
+    if !state.origins.allows(&headers) {
+        return Err(refuse(UpgradeRefused::Origin));
+    }
+    let peer = extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| *addr);
+    let ip = client_ip(&headers, state.client_ip_header.as_ref(), peer);
+    let permit = state.limiter.acquire(ip).map_err(refuse)?;
+    state.metrics.connections.inc();
     // Taken here, while axum still tracks this connection, and held until the task ends, so that
     // `run` can wait for the websocket to finish closing (see `AppState::connections`).
     let open = state.connections.subscribe();
-    ws.max_message_size(state.max_message_bytes)
-        .max_frame_size(state.max_message_bytes)
+    let hard_limit = state.ws.hard_limit();
+    Ok(ws
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        // Only reached when writes fail; one batch plus the biggest possible frame.
+        .max_write_buffer_size(WRITE_BUFFER_BYTES + 2 * hard_limit)
+        .max_message_size(hard_limit)
+        .max_frame_size(hard_limit)
         .on_upgrade(move |socket| async move {
-            serve(socket, state).await;
+            serve(socket, state, ip).await;
+            drop(permit);
             drop(open);
-        })
+        }))
 }
 
-async fn serve(socket: WebSocket, state: Arc<AppState>) {
-    let (session, mut queue) = state.hub.connect();
-    let span = tracing::info_span!("conn", peer = %session.id());
-    async move {
+/// How a connection ends.
+#[derive(Debug)]
+enum End {
+    /// The client sent a close frame; tungstenite has queued the reply.
+    ClosedByClient,
+    /// The connection is gone (end of stream, I/O error, write timeout): nothing more to send.
+    Gone,
+    /// The server closes it with this code and reason.
+    Close {
+        code: u16,
+        reason: &'static str,
+        /// Write what is already queued first (e.g. the last error reply) and wait briefly for
+        /// the client's answering close frame; otherwise send only the close frame, briefly.
+        polite: bool,
+    },
+}
+
+impl End {
+    fn polite(code: u16, reason: &'static str) -> Self {
+        End::Close {
+            code,
+            reason,
+            polite: true,
+        }
+    }
+
+    fn abrupt(code: u16, reason: &'static str) -> Self {
+        End::Close {
+            code,
+            reason,
+            polite: false,
+        }
+    }
+}
+
+/// Counts this connection in `connections_open` for as long as it lives.
+struct OpenGauge(Arc<Metrics>);
+
+impl OpenGauge {
+    fn new(metrics: &Arc<Metrics>) -> Self {
+        metrics.connections_open.inc();
+        Self(Arc::clone(metrics))
+    }
+}
+
+impl Drop for OpenGauge {
+    fn drop(&mut self) {
+        self.0.connections_open.dec();
+    }
+}
+
+async fn serve(socket: WebSocket, state: Arc<AppState>, ip: Option<IpAddr>) {
+    let _open = OpenGauge::new(&state.metrics);
+    let (session, queue) = state.hub.connect();
+    let span = tracing::info_span!(
+        "conn",
+        peer = %session.id(),
+        ip = ip.map(tracing::field::display),
+        room = tracing::field::Empty,
+    );
+    let connection = Connection {
+        bucket: TokenBucket::new(state.ws.rate_burst, state.ws.rate_per_sec, Instant::now()),
+        bad_messages: 0,
+        session,
+        state: Arc::clone(&state),
+        span: span.clone(),
+    };
+    connection.run(socket, queue).instrument(span).await;
+}
+
+struct Connection {
+    session: Session,
+    state: Arc<AppState>,
+    bucket: TokenBucket,
+    bad_messages: u32,
+    span: tracing::Span,
+}
+
+type Sink = SplitSink<WebSocket, Message>;
+type Stream = SplitStream<WebSocket>;
+
+impl Connection {
+    async fn run(mut self, socket: WebSocket, mut queue: mpsc::Receiver<Outgoing>) {
         tracing::debug!("connected");
+        let settings = self.state.ws.clone();
         let (mut sink, mut stream) = socket.split();
-        let close = loop {
+        // One timer per connection. Idle: fires when the next ping is due. After a ping: fires
+        // when the answer is overdue. Any frame from the client counts as an answer.
+        let ping = tokio::time::sleep(settings.ping_interval.unwrap_or(Duration::MAX / 4));
+        tokio::pin!(ping);
+        let mut ping_sent: Option<Instant> = None;
+        let end = loop {
             tokio::select! {
-                frame = stream.next() => match frame {
-                    Some(Ok(Message::Text(text))) => handle_text(&session, &text),
-                    Some(Ok(Message::Binary(_))) => session.reply_error(
-                        ErrorCode::Malformed,
-                        "Binary frames are not part of this protocol; send JSON text.",
-                    ),
-                    // Pings are answered by the websocket layer itself.
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                    Some(Ok(Message::Close(_))) | None => break None,
-                    Some(Err(err)) => {
-                        // Includes frames over the size limit, which tungstenite refuses.
-                        tracing::debug!(%err, "websocket read failed");
-                        break None;
+                frame = stream.next() => {
+                    if let (Some(sent), Some(interval)) = (ping_sent.take(), settings.ping_interval) {
+                        ping.as_mut().reset(sent + interval);
                     }
-                },
+                    match frame {
+                        Some(Ok(message)) => {
+                            if let Some(end) = self.on_frame(message) {
+                                break end;
+                            }
+                        }
+                        Some(Err(err)) => break self.on_read_error(err),
+                        None => break End::Gone,
+                    }
+                }
                 outgoing = queue.recv() => match outgoing {
-                    Some(message) => {
-                        if sink.send(Message::Text(message.to_json().into())).await.is_err() {
-                            break None;
+                    Some(first) => {
+                        if !write_batch(&mut sink, first, &mut queue, settings.ping_timeout).await {
+                            tracing::debug!("write failed or timed out");
+                            break End::Gone;
                         }
                     }
                     // The hub dropped this peer: it stopped reading and its queue overflowed.
-                    None => break Some((close_code::POLICY, "too slow: messages were not being read")),
+                    None => break End::abrupt(close_code::POLICY, "too slow: messages were not being read"),
                 },
-                () = state.shutdown.cancelled() => {
-                    break Some((close_code::GOING_AWAY, "server shutting down"));
+                () = &mut ping, if settings.ping_interval.is_some() => {
+                    if ping_sent.is_some() {
+                        tracing::info!("no answer to a keep-alive ping; dropping the connection");
+                        self.state.metrics.keepalive_timeouts.inc();
+                        break End::abrupt(close_code::POLICY, "no answer to keep-alive pings");
+                    }
+                    let now = Instant::now();
+                    if !write(&mut sink, Message::Ping(Default::default()), settings.ping_timeout).await {
+                        break End::Gone;
+                    }
+                    ping_sent = Some(now);
+                    ping.as_mut().reset(now + settings.ping_timeout);
+                }
+                () = self.state.shutdown.cancelled() => {
+                    break End::abrupt(close_code::GOING_AWAY, "server shutting down");
                 }
             }
         };
-        if let Some((code, reason)) = close {
-            let frame = CloseFrame {
-                code,
-                reason: Utf8Bytes::from_static(reason),
-            };
-            let _ = sink.send(Message::Close(Some(frame))).await;
+        self.finish(end, sink, stream, queue).await;
+    }
+
+    /// Handles one frame; `Some` ends the connection.
+    fn on_frame(&mut self, message: Message) -> Option<End> {
+        if let Message::Close(_) = message {
+            return Some(End::ClosedByClient);
         }
-        drop(session);
+        // Every frame costs a token, pings and pongs included: a flood of any kind is refused.
+        if !self.bucket.try_take(Instant::now()) {
+            self.state.metrics.rejected(Rejection::Rate);
+            self.session.reply_error(
+                ErrorCode::RateLimited,
+                "You are sending messages too fast; this one was dropped.",
+            );
+            return self.refused(ErrorCode::RateLimited);
+        }
+        match message {
+            Message::Text(text) => self.on_text(&text),
+            Message::Binary(_) => {
+                self.state.metrics.received_invalid();
+                self.session.reply_error(
+                    ErrorCode::Malformed,
+                    "Binary frames are not part of this protocol; send JSON text.",
+                );
+                self.refused(ErrorCode::Malformed)
+            }
+            // Pings are answered by the websocket layer itself; pongs only prove liveness.
+            Message::Ping(_) | Message::Pong(_) | Message::Close(_) => None,
+        }
+    }
+
+    fn on_text(&mut self, text: &str) -> Option<End> {
+        if text.len() > self.state.ws.max_message_bytes {
+            return Some(self.too_big());
+        }
+        match ClientMessage::decode(text) {
+            Ok(message) => {
+                self.state.metrics.received(&message);
+                let room = match &message {
+                    ClientMessage::Join { room, .. } => Some(room.clone()),
+                    _ => None,
+                };
+                match self.session.handle(message) {
+                    Ok(()) => {
+                        if let Some(room) = room {
+                            self.span.record("room", tracing::field::display(&room));
+                        }
+                        None
+                    }
+                    Err(code) => self.refused(code),
+                }
+            }
+            Err(err) => {
+                tracing::debug!(%err, "refused a message");
+                self.state.metrics.received_invalid();
+                self.session.reply_error(err.code(), err.to_string());
+                self.refused(err.code())
+            }
+        }
+    }
+
+    /// Counts a refused message (its error reply is already queued); `Some` once the client has
+    /// sent too many bad ones.
+    fn refused(&mut self, code: ErrorCode) -> Option<End> {
+        self.state.metrics.error(code);
+        if !counts_as_bad(code) {
+            return None;
+        }
+        self.bad_messages += 1;
+        let max = self.state.ws.max_bad_messages;
+        if max != 0 && self.bad_messages >= max {
+            tracing::info!(
+                bad_messages = self.bad_messages,
+                "too many bad messages; closing"
+            );
+            self.state.metrics.bad_message_closes.inc();
+            return Some(End::polite(close_code::POLICY, "too many bad messages"));
+        }
+        None
+    }
+
+    fn too_big(&self) -> End {
+        tracing::info!(
+            max = self.state.ws.max_message_bytes,
+            "message too big; closing"
+        );
+        self.state.metrics.oversize_closes.inc();
+        End::polite(close_code::TOO_BIG, "message too big")
+    }
+
+    fn on_read_error(&self, err: axum::Error) -> End {
+        // A frame over the hard limit: tungstenite stopped reading it, but a close frame can
+        // still be written.
+        let inner = err.into_inner();
+        if let Some(tungstenite::Error::Capacity(_)) = inner.downcast_ref::<tungstenite::Error>() {
+            return self.too_big();
+        }
+        tracing::debug!(err = %inner, "websocket read failed");
+        End::Gone
+    }
+
+    async fn finish(
+        self,
+        end: End,
+        mut sink: Sink,
+        mut stream: Stream,
+        mut queue: mpsc::Receiver<Outgoing>,
+    ) {
+        let timeout = self.state.ws.ping_timeout;
+        tracing::debug!(?end, "closing");
+        match end {
+            End::Gone => {}
+            // Sends tungstenite's reply to the client's close frame.
+            End::ClosedByClient => {
+                let _ = tokio::time::timeout(timeout, sink.flush()).await;
+            }
+            End::Close {
+                code,
+                reason,
+                polite,
+            } => {
+                if polite {
+                    while let Ok(message) = queue.try_recv() {
+                        if !write(&mut sink, text_frame(&message), timeout).await {
+                            break;
+                        }
+                    }
+                }
+                let frame = Message::Close(Some(CloseFrame {
+                    code,
+                    reason: Utf8Bytes::from_static(reason),
+                }));
+                let wait = if polite { timeout } else { LINGER };
+                if write(&mut sink, frame, wait).await && polite {
+                    // Read (and ignore) whatever the client still sends until its close frame.
+                    let _ = tokio::time::timeout(LINGER, async {
+                        while let Some(Ok(_)) = stream.next().await {}
+                    })
+                    .await;
+                }
+            }
+        }
+        // Leaves the room (the others get `peerLeft`) before the socket is dropped.
+        drop(self.session);
         tracing::debug!("disconnected");
     }
-    .instrument(span)
-    .await
 }
 
-fn handle_text(session: &Session, text: &str) {
-    match ClientMessage::decode(text) {
-        Ok(message) => session.handle(message),
-        Err(err) => {
-            tracing::debug!(%err, "refused a message");
-            session.reply_error(err.code(), err.to_string());
-        }
+/// Whether a refusal counts toward `--max-bad-messages`: only what a correct client never sends.
+/// `unknown-peer` can happen to a correct client (a candidate for a peer that just left), and
+/// `room-full` / `server-full` are not the client's doing.
+fn counts_as_bad(code: ErrorCode) -> bool {
+    match code {
+        ErrorCode::Malformed
+        | ErrorCode::UnknownType
+        | ErrorCode::InvalidRoom
+        | ErrorCode::UnsupportedVersion
+        | ErrorCode::NotInRoom
+        | ErrorCode::AlreadyJoined
+        | ErrorCode::RateLimited => true,
+        ErrorCode::UnknownPeer | ErrorCode::RoomFull | ErrorCode::ServerFull => false,
     }
+}
+
+fn text_frame(message: &shared::ServerMessage) -> Message {
+    Message::Text(message.to_json().into())
+}
+
+/// Sends one frame within `timeout`; false if the connection is unusable.
+async fn write(sink: &mut Sink, frame: Message, timeout: Duration) -> bool {
+    matches!(
+        tokio::time::timeout(timeout, sink.send(frame)).await,
+        Ok(Ok(()))
+    )
+}
+
+/// Writes `first` and whatever else is already queued (up to [`MAX_BATCH`]), then flushes once:
+/// a burst of messages for one client costs one write syscall instead of one each.
+async fn write_batch(
+    sink: &mut Sink,
+    first: Outgoing,
+    queue: &mut mpsc::Receiver<Outgoing>,
+    timeout: Duration,
+) -> bool {
+    let batch = async {
+        sink.feed(text_frame(&first)).await?;
+        for _ in 1..MAX_BATCH {
+            let Ok(message) = queue.try_recv() else { break };
+            sink.feed(text_frame(&message)).await?;
+        }
+        sink.flush().await
+    };
+    matches!(tokio::time::timeout(timeout, batch).await, Ok(Ok(())))
 }

@@ -604,17 +604,16 @@ async fn oversized_message_closes_only_that_connection() {
         described(pair.a_id, SdpKind::Offer, &small)
     );
 
-    // Over the limit: the connection is dropped. What the sender sees today is the TCP
-    // connection going away without a close frame (tungstenite reports
-    // `Protocol(ResetWithoutClosingHandshake)`; a browser would see close code 1006). A close
-    // frame (e.g. 1009, message too big) would be fine too, so any kind of end is accepted.
+    // Over the limit: the connection is closed with 1009 (message too big). (Much bigger
+    // messages are covered in tests/limits.rs.)
     let big = offer(pair.b_id, &"b".repeat(2000));
     pair.a.send(&big).await;
-    let event = pair.a.next_event(TIMEOUT).await;
-    eprintln!("oversized sender observed: {event:?}");
-    match &event {
-        Event::Close(_) | Event::End | Event::Error(_) => {}
-        other => panic!("expected the connection to close, got {other:?}"),
+    match pair.a.next_event(TIMEOUT).await {
+        Event::Close(Some(frame)) => {
+            assert_eq!(u16::from(frame.code), server::close_code::TOO_BIG);
+            assert_eq!(frame.reason.as_str(), "message too big");
+        }
+        other => panic!("expected a 1009 close frame, got {other:?}"),
     }
     // The relay never happened; its room is told the sender is gone.
     assert_eq!(

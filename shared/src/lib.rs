@@ -336,6 +336,9 @@ pub enum ErrorCode {
     UnknownPeer,
     /// The server is at a configured limit (rooms, connections).
     ServerFull,
+    /// The client sent messages faster than the server's per-connection rate limit; this one
+    /// was dropped. Repeatedly going over the limit gets the connection closed (1008).
+    RateLimited,
 }
 
 impl ErrorCode {
@@ -351,6 +354,7 @@ impl ErrorCode {
             ErrorCode::AlreadyJoined => "already-joined",
             ErrorCode::UnknownPeer => "unknown-peer",
             ErrorCode::ServerFull => "server-full",
+            ErrorCode::RateLimited => "rate-limited",
         }
     }
 }
@@ -455,6 +459,7 @@ mod tests {
             ErrorCode::AlreadyJoined,
             ErrorCode::UnknownPeer,
             ErrorCode::ServerFull,
+            ErrorCode::RateLimited,
         ] {
             assert_eq!(
                 serde_json::to_value(code).unwrap(),

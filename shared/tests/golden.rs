@@ -196,6 +196,10 @@ fn server_messages() {
         ServerMessage::error(ErrorCode::RoomFull, "This room is full."),
         json!({"type": "error", "code": "room-full", "message": "This room is full."}),
     );
+    check(
+        ServerMessage::error(ErrorCode::RateLimited, "Slow down."),
+        json!({"type": "error", "code": "rate-limited", "message": "Slow down."}),
+    );
 }
 
 #[test]
