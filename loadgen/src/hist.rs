@@ -1,0 +1,130 @@
+//! A latency histogram that worker processes fill and the coordinator merges: 1 µs buckets up to
+//! 10 ms, 100 µs buckets up to 1 s, and the exact maximum.
+
+use serde::{Deserialize, Serialize};
+
+const FINE_US: u64 = 10_000;
+const COARSE_STEP_US: u64 = 100;
+const COARSE_BUCKETS: u64 = 10_000; // 100 µs × 10,000 = 1 s beyond the fine range
+const BUCKETS: usize = (FINE_US + COARSE_BUCKETS + 1) as usize;
+
+#[derive(Clone, Debug)]
+pub struct Histogram {
+    counts: Vec<u64>,
+    total: u64,
+    max_ns: u64,
+}
+
+/// The wire form: only the buckets that are not empty.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SparseHistogram {
+    pub buckets: Vec<(u32, u64)>,
+    pub max_ns: u64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Self {
+            counts: vec![0; BUCKETS],
+            total: 0,
+            max_ns: 0,
+        }
+    }
+}
+
+fn bucket(us: u64) -> usize {
+    if us < FINE_US {
+        us as usize
+    } else {
+        (FINE_US + ((us - FINE_US) / COARSE_STEP_US).min(COARSE_BUCKETS)) as usize
+    }
+}
+
+/// The lower edge of a bucket, in µs.
+fn bucket_floor_us(index: usize) -> u64 {
+    let index = index as u64;
+    if index < FINE_US {
+        index
+    } else {
+        FINE_US + (index - FINE_US) * COARSE_STEP_US
+    }
+}
+
+impl Histogram {
+    pub fn record_ns(&mut self, ns: u64) {
+        self.counts[bucket(ns / 1_000)] += 1;
+        self.total += 1;
+        self.max_ns = self.max_ns.max(ns);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.total
+    }
+
+    pub fn max_us(&self) -> f64 {
+        self.max_ns as f64 / 1_000.0
+    }
+
+    /// The value at quantile `q` (0..=1), in µs (the lower edge of its bucket; the maximum is
+    /// exact).
+    pub fn quantile_us(&self, q: f64) -> f64 {
+        if self.total == 0 {
+            return 0.0;
+        }
+        let rank = ((q * self.total as f64).ceil() as u64).clamp(1, self.total);
+        let mut seen = 0;
+        for (index, &count) in self.counts.iter().enumerate() {
+            seen += count;
+            if seen >= rank {
+                return (bucket_floor_us(index) as f64).min(self.max_us());
+            }
+        }
+        self.max_us()
+    }
+
+    pub fn merge(&mut self, other: &SparseHistogram) {
+        for &(index, count) in &other.buckets {
+            if let Some(slot) = self.counts.get_mut(index as usize) {
+                *slot += count;
+                self.total += count;
+            }
+        }
+        self.max_ns = self.max_ns.max(other.max_ns);
+    }
+
+    pub fn to_sparse(&self) -> SparseHistogram {
+        SparseHistogram {
+            buckets: self
+                .counts
+                .iter()
+                .enumerate()
+                .filter(|(_, &c)| c > 0)
+                .map(|(i, &c)| (i as u32, c))
+                .collect(),
+            max_ns: self.max_ns,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_and_merge() {
+        let mut a = Histogram::default();
+        for us in 1..=100u64 {
+            a.record_ns(us * 1_000 + 500);
+        }
+        assert_eq!(a.quantile_us(0.5), 50.0);
+        assert_eq!(a.quantile_us(0.99), 99.0);
+        assert_eq!(a.max_us(), 100.5);
+        let mut b = Histogram::default();
+        b.record_ns(2_000_000_000); // beyond the range: lands in the last bucket, max exact
+        b.record_ns(25_000_000);
+        a.merge(&b.to_sparse());
+        assert_eq!(a.count(), 102);
+        assert_eq!(a.max_us(), 2_000_000.0);
+        assert_eq!(a.quantile_us(1.0), 1_010_000.0);
+    }
+}
