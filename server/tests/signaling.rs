@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    answer, candidate, ice, join, offer, Client, Event, TestServer, BIG_ASSET, INDEX_MARKER,
+    answer, candidate, ice, join, offer, Client, Event, Pair, TestServer, BIG_ASSET, INDEX_MARKER,
     TIMEOUT,
 };
 use shared::{
@@ -23,69 +23,6 @@ use tokio_tungstenite::tungstenite::Message;
 // ---------------------------------------------------------------------------------------------
 // Helpers local to this file
 // ---------------------------------------------------------------------------------------------
-
-/// Two clients that joined the same room, with all join notifications consumed.
-struct Pair {
-    a: Client,
-    a_id: PeerId,
-    b: Client,
-    b_id: PeerId,
-}
-
-impl Pair {
-    async fn new(server: &TestServer, room: &str) -> Self {
-        let (mut a, a_joined) = server.joined_client(room).await;
-        let (b, b_joined) = server.joined_client(room).await;
-        assert_eq!(b_joined.peers, [a_joined.you]);
-        assert_eq!(
-            a.recv().await,
-            ServerMessage::PeerJoined { peer: b_joined.you }
-        );
-        Self {
-            a,
-            a_id: a_joined.you,
-            b,
-            b_id: b_joined.you,
-        }
-    }
-
-    /// An offer, an answer and a candidate go through both ways with `from` stamped, and
-    /// nothing else arrives: the pair is unaffected by whatever else happened on the server.
-    async fn assert_relays(&mut self) {
-        self.a.send(&offer(self.b_id, "v=0 pair offer")).await;
-        assert_eq!(
-            self.b.recv().await,
-            ServerMessage::Description {
-                from: self.a_id,
-                description: SessionDescription {
-                    kind: SdpKind::Offer,
-                    sdp: "v=0 pair offer".into()
-                }
-            }
-        );
-        self.b.send(&answer(self.a_id, "v=0 pair answer")).await;
-        assert_eq!(
-            self.a.recv().await,
-            ServerMessage::Description {
-                from: self.b_id,
-                description: SessionDescription {
-                    kind: SdpKind::Answer,
-                    sdp: "v=0 pair answer".into()
-                }
-            }
-        );
-        self.a.send(&ice(self.b_id, "candidate:pair")).await;
-        assert_eq!(
-            self.b.recv().await,
-            ServerMessage::IceCandidate {
-                from: self.a_id,
-                candidate: candidate("candidate:pair")
-            }
-        );
-        self.a.expect_silence().await;
-        self.b.expect_silence().await;
-    }
-}
 
 fn described(from: PeerId, kind: SdpKind, sdp: &str) -> ServerMessage {
     ServerMessage::Description {

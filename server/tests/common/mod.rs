@@ -7,7 +7,7 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,6 +22,8 @@ use shared::{
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -154,6 +156,20 @@ impl TestServer {
         self.task.take().expect("server task already taken")
     }
 
+    /// `GET /metrics`, as text (fails the test on any other status).
+    pub async fn scrape(&self) -> Metrics {
+        let response = reqwest::Client::builder()
+            .timeout(TIMEOUT)
+            .build()
+            .expect("http client")
+            .get(self.http_url("/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics");
+        assert_eq!(response.status(), 200, "GET /metrics");
+        Metrics(response.text().await.expect("metrics body"))
+    }
+
     /// Polls `state.hub.room_count()` until it equals `expected` (or fails after [`TIMEOUT`]).
     pub async fn wait_for_room_count(&self, expected: usize) {
         wait_until(
@@ -233,6 +249,31 @@ pub struct Client {
     pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
 }
 
+/// How a websocket upgrade went: connected, or refused with an HTTP status and body.
+pub enum Upgrade {
+    Connected(Box<Client>),
+    Refused { status: u16, body: String },
+}
+
+impl Upgrade {
+    pub fn connected(self) -> Client {
+        match self {
+            Upgrade::Connected(client) => *client,
+            Upgrade::Refused { status, body } => {
+                panic!("upgrade refused with {status}: {body}")
+            }
+        }
+    }
+
+    /// The refusal's status and body; fails the test if the upgrade went through.
+    pub fn refused(self) -> (u16, String) {
+        match self {
+            Upgrade::Connected(_) => panic!("expected the upgrade to be refused"),
+            Upgrade::Refused { status, body } => (status, body),
+        }
+    }
+}
+
 impl Client {
     pub async fn connect(url: &str) -> Self {
         let (ws, _response) = tokio::time::timeout(TIMEOUT, tokio_tungstenite::connect_async(url))
@@ -240,6 +281,52 @@ impl Client {
             .unwrap_or_else(|_| panic!("timed out connecting to {url}"))
             .unwrap_or_else(|err| panic!("cannot connect to {url}: {err}"));
         Self { ws }
+    }
+
+    /// Connects to `url` with extra request `headers` (e.g. `origin`), from the local address
+    /// `from` if given (any 127.x.y.z works on Linux loopback): for the origin check and the
+    /// per-IP limit.
+    pub async fn upgrade(url: &str, headers: &[(&str, &str)], from: Option<IpAddr>) -> Upgrade {
+        let mut request = url.into_client_request().expect("websocket request");
+        for (name, value) in headers {
+            request.headers_mut().insert(
+                HeaderName::from_bytes(name.as_bytes()).expect("header name"),
+                HeaderValue::from_str(value).expect("header value"),
+            );
+        }
+        let target: SocketAddr = request
+            .uri()
+            .authority()
+            .expect("authority")
+            .as_str()
+            .parse()
+            .expect("ws URL with an IP address");
+        let attempt = async {
+            let socket = match from {
+                Some(IpAddr::V4(_)) | None => tokio::net::TcpSocket::new_v4(),
+                Some(IpAddr::V6(_)) => tokio::net::TcpSocket::new_v6(),
+            }
+            .expect("socket");
+            if let Some(ip) = from {
+                socket
+                    .bind(SocketAddr::new(ip, 0))
+                    .expect("bind client address");
+            }
+            let stream = socket.connect(target).await.expect("tcp connect");
+            tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream)).await
+        };
+        match tokio::time::timeout(TIMEOUT, attempt)
+            .await
+            .unwrap_or_else(|_| panic!("timed out connecting to {url}"))
+        {
+            Ok((ws, _response)) => Upgrade::Connected(Box::new(Self { ws })),
+            Err(tungstenite::Error::Http(response)) => Upgrade::Refused {
+                status: response.status().as_u16(),
+                body: String::from_utf8_lossy(response.body().as_deref().unwrap_or_default())
+                    .into_owned(),
+            },
+            Err(err) => panic!("cannot connect to {url}: {err}"),
+        }
     }
 
     /// Sends one typed message as a JSON text frame.
@@ -382,5 +469,88 @@ pub fn ice(to: PeerId, c: &str) -> ClientMessage {
     ClientMessage::IceCandidate {
         to,
         candidate: candidate(c),
+    }
+}
+
+/// Two clients that joined the same room, with all join notifications consumed.
+pub struct Pair {
+    pub a: Client,
+    pub a_id: PeerId,
+    pub b: Client,
+    pub b_id: PeerId,
+}
+
+impl Pair {
+    pub async fn new(server: &TestServer, room: &str) -> Self {
+        let (mut a, a_joined) = server.joined_client(room).await;
+        let (b, b_joined) = server.joined_client(room).await;
+        assert_eq!(b_joined.peers, [a_joined.you]);
+        assert_eq!(
+            a.recv().await,
+            ServerMessage::PeerJoined { peer: b_joined.you }
+        );
+        Self {
+            a,
+            a_id: a_joined.you,
+            b,
+            b_id: b_joined.you,
+        }
+    }
+
+    /// An offer, an answer and a candidate go through both ways with `from` stamped, and
+    /// nothing else arrives: the pair is unaffected by whatever else happened on the server.
+    pub async fn assert_relays(&mut self) {
+        self.a.send(&offer(self.b_id, "v=0 pair offer")).await;
+        assert_eq!(
+            self.b.recv().await,
+            ServerMessage::Description {
+                from: self.a_id,
+                description: SessionDescription {
+                    kind: SdpKind::Offer,
+                    sdp: "v=0 pair offer".into()
+                }
+            }
+        );
+        self.b.send(&answer(self.a_id, "v=0 pair answer")).await;
+        assert_eq!(
+            self.a.recv().await,
+            ServerMessage::Description {
+                from: self.b_id,
+                description: SessionDescription {
+                    kind: SdpKind::Answer,
+                    sdp: "v=0 pair answer".into()
+                }
+            }
+        );
+        self.a.send(&ice(self.b_id, "candidate:pair")).await;
+        assert_eq!(
+            self.b.recv().await,
+            ServerMessage::IceCandidate {
+                from: self.a_id,
+                candidate: candidate("candidate:pair")
+            }
+        );
+        self.a.expect_silence().await;
+        self.b.expect_silence().await;
+    }
+}
+
+/// A `/metrics` scrape.
+pub struct Metrics(pub String);
+
+impl Metrics {
+    /// The value of the series written exactly as `series` (name and labels, as in the text),
+    /// or `None` if there is no such line.
+    pub fn get(&self, series: &str) -> Option<f64> {
+        self.0.lines().find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().expect("numeric metric value"))
+        })
+    }
+
+    /// Like [`Metrics::get`], failing the test if the series is missing.
+    pub fn value(&self, series: &str) -> f64 {
+        self.get(series)
+            .unwrap_or_else(|| panic!("no series {series} in:\n{}", self.0))
     }
 }
