@@ -245,6 +245,9 @@ pub struct IdleFigures {
     pub dropped: u64,
     pub errors: u64,
     pub error_samples: Vec<String>,
+    /// Connections the kernel dropped from a full accept queue while establishing (each costs
+    /// its client a SYN retransmission, 1 s or more).
+    pub listen_overflows: u64,
 }
 
 impl IdleFigures {
@@ -279,10 +282,14 @@ pub async fn idle(
     );
     let jobs = split(&base, rooms, workers);
     let rss_before_kib = sys::rss_kib(target.pid).map_err(|e| e.to_string())?;
+    let overflows_before = sys::listen_overflows().unwrap_or(0);
     let start_ns = mono_ns();
     let mut crew = Crew::start(settings, jobs).await?;
     let setup_deadline = start_ns + settings.setup_timeout.as_nanos() as u64 + 10_000_000_000;
     let established_ns = crew.ready(setup_deadline).await?;
+    let listen_overflows = sys::listen_overflows()
+        .unwrap_or(0)
+        .saturating_sub(overflows_before);
     tokio::time::sleep(p.settle).await;
     let rss_after_kib = sys::rss_kib(target.pid).map_err(|e| e.to_string())?;
     let t0 = mono_ns();
@@ -312,6 +319,7 @@ pub async fn idle(
         dropped: results.iter().map(|r| r.dropped).sum(),
         errors,
         error_samples,
+        listen_overflows,
     })
 }
 
@@ -533,6 +541,8 @@ pub struct StormFigures {
     pub rooms_welcomed: u64,
     pub errors: u64,
     pub error_samples: Vec<String>,
+    /// Connections dropped from a full accept queue during the storm (see [`IdleFigures`]).
+    pub listen_overflows: u64,
 }
 
 pub struct StormParams {
@@ -552,12 +562,16 @@ pub async fn join_storm(
     let jobs = split(&base, rooms, settings.traffic_workers);
     let mut crew = Crew::start(settings, jobs).await?;
     crew.ready(mono_ns() + 30_000_000_000).await?;
+    let overflows_before = sys::listen_overflows().unwrap_or(0);
     let t0 = mono_ns() + 200_000_000;
     crew.go(t0, Duration::ZERO, Duration::ZERO, Duration::ZERO)
         .await?;
     let results = crew
         .results(t0 + settings.setup_timeout.as_nanos() as u64 + 30_000_000_000)
         .await?;
+    let listen_overflows = sys::listen_overflows()
+        .unwrap_or(0)
+        .saturating_sub(overflows_before);
     crew.close().await;
     let joins: u64 = results.iter().map(|r| r.joins).sum();
     let last_join = results.iter().map(|r| r.last_join_ns).max().unwrap_or(t0);
@@ -577,5 +591,6 @@ pub async fn join_storm(
         rooms_welcomed: results.iter().map(|r| r.rooms_welcomed).sum(),
         errors,
         error_samples,
+        listen_overflows,
     })
 }

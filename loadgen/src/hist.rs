@@ -1,12 +1,16 @@
 //! A latency histogram that worker processes fill and the coordinator merges: 1 µs buckets up to
-//! 10 ms, 100 µs buckets up to 1 s, and the exact maximum.
+//! 10 ms, 100 µs buckets up to 1 s, 10 ms buckets up to 100 s, and the exact maximum.
 
 use serde::{Deserialize, Serialize};
 
 const FINE_US: u64 = 10_000;
-const COARSE_STEP_US: u64 = 100;
-const COARSE_BUCKETS: u64 = 10_000; // 100 µs × 10,000 = 1 s beyond the fine range
-const BUCKETS: usize = (FINE_US + COARSE_BUCKETS + 1) as usize;
+const MID_STEP_US: u64 = 100;
+const MID_END_US: u64 = 1_000_000;
+const COARSE_STEP_US: u64 = 10_000;
+const COARSE_END_US: u64 = 100_000_000;
+const MID_FIRST: u64 = FINE_US;
+const COARSE_FIRST: u64 = MID_FIRST + (MID_END_US - FINE_US) / MID_STEP_US;
+const BUCKETS: usize = (COARSE_FIRST + (COARSE_END_US - MID_END_US) / COARSE_STEP_US + 1) as usize;
 
 #[derive(Clone, Debug)]
 pub struct Histogram {
@@ -33,20 +37,25 @@ impl Default for Histogram {
 }
 
 fn bucket(us: u64) -> usize {
-    if us < FINE_US {
-        us as usize
+    let index = if us < FINE_US {
+        us
+    } else if us < MID_END_US {
+        MID_FIRST + (us - FINE_US) / MID_STEP_US
     } else {
-        (FINE_US + ((us - FINE_US) / COARSE_STEP_US).min(COARSE_BUCKETS)) as usize
-    }
+        COARSE_FIRST + (us.min(COARSE_END_US) - MID_END_US) / COARSE_STEP_US
+    };
+    index as usize
 }
 
 /// The lower edge of a bucket, in µs.
 fn bucket_floor_us(index: usize) -> u64 {
     let index = index as u64;
-    if index < FINE_US {
+    if index < MID_FIRST {
         index
+    } else if index < COARSE_FIRST {
+        FINE_US + (index - MID_FIRST) * MID_STEP_US
     } else {
-        FINE_US + (index - FINE_US) * COARSE_STEP_US
+        MID_END_US + (index - COARSE_FIRST) * COARSE_STEP_US
     }
 }
 
@@ -120,11 +129,14 @@ mod tests {
         assert_eq!(a.quantile_us(0.99), 99.0);
         assert_eq!(a.max_us(), 100.5);
         let mut b = Histogram::default();
-        b.record_ns(2_000_000_000); // beyond the range: lands in the last bucket, max exact
         b.record_ns(25_000_000);
+        b.record_ns(2_345_000_000);
+        b.record_ns(500_000_000_000); // beyond the range: the last bucket; the max stays exact
         a.merge(&b.to_sparse());
-        assert_eq!(a.count(), 102);
-        assert_eq!(a.max_us(), 2_000_000.0);
-        assert_eq!(a.quantile_us(1.0), 1_010_000.0);
+        assert_eq!(a.count(), 103);
+        assert_eq!(a.max_us(), 500_000_000.0);
+        assert_eq!(a.quantile_us(101.0 / 103.0), 25_000.0);
+        assert_eq!(a.quantile_us(102.0 / 103.0), 2_340_000.0);
+        assert_eq!(a.quantile_us(1.0), 100_000_000.0);
     }
 }

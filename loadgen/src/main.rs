@@ -398,8 +398,8 @@ async fn s1(
     match coord::idle(&settings, &target, &params).await {
         Ok(f) => {
             eprintln!(
-                "   {what} {dialect} run {run}: established in {:.2} s ({} workers), RSS {} → {} KiB = {:.2} KiB/conn, idle {} → {} KiB (max {}), dropped {}, errors {}",
-                f.establish_s, f.workers, f.rss_before_kib, f.rss_after_kib, f.kib_per_conn,
+                "   {what} {dialect} run {run}: established in {:.2} s ({} workers, {} accept-queue overflows), RSS {} → {} KiB = {:.2} KiB/conn, idle {} → {} KiB (max {}), dropped {}, errors {}",
+                f.establish_s, f.workers, f.listen_overflows, f.rss_before_kib, f.rss_after_kib, f.kib_per_conn,
                 f.idle_start_kib, f.idle_end_kib, f.idle_max_kib, f.dropped, f.errors
             );
             table.add(&what, "time to establish all (s)", dialect, f.establish_s);
@@ -427,6 +427,12 @@ async fn s1(
                 "dropped + errors",
                 dialect,
                 (f.dropped + f.errors) as f64,
+            );
+            table.add(
+                &what,
+                "accept-queue overflows (SYN retried)",
+                dialect,
+                f.listen_overflows as f64,
             );
             errors_note(table, &what, run, dialect, f.errors, &f.error_samples);
         }
@@ -597,8 +603,9 @@ async fn s4(
     match coord::join_storm(settings, &target, &params).await {
         Ok(f) => {
             eprintln!(
-                "   {what} {dialect} run {run}: {} joins in {:.0} ms = {:.0} joins/s, all {} rooms welcomed after {:.0} ms, errors {}",
-                f.joins, f.all_joined_ms, f.joins_per_sec, f.rooms_welcomed, f.all_welcomed_ms, f.errors
+                "   {what} {dialect} run {run}: {} joins in {:.0} ms = {:.0} joins/s, all {} rooms welcomed after {:.0} ms, errors {}, accept-queue overflows {}",
+                f.joins, f.all_joined_ms, f.joins_per_sec, f.rooms_welcomed, f.all_welcomed_ms, f.errors,
+                f.listen_overflows
             );
             table.add(&what, "joins/s", dialect, f.joins_per_sec);
             table.add(
@@ -608,6 +615,12 @@ async fn s4(
                 f.all_welcomed_ms,
             );
             table.add(&what, "errors", dialect, f.errors as f64);
+            table.add(
+                &what,
+                "accept-queue overflows (SYN retried)",
+                dialect,
+                f.listen_overflows as f64,
+            );
             errors_note(table, &what, run, dialect, f.errors, &f.error_samples);
         }
         Err(err) => failed(table, &what, run, dialect, &err),

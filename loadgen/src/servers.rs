@@ -255,22 +255,27 @@ pub fn command_output(program: &str, args: &[&str]) -> String {
         .unwrap_or_else(|| "?".into())
 }
 
-/// Generous values for the server's limit flags: each limit stays switched on, set above what
-/// the largest shape needs (19,000 connections from one address, 9,500 rooms, S3's per-client
-/// message rate). Applied only for flags that the server's `--help` lists and the caller did
-/// not set; names are matched as listed, so a renamed flag is reported, not guessed.
+/// Generous values for the server's limit flags: each limit stays switched on (0 would turn
+/// some of them off), set above what the largest shape needs: 19,000 connections (4,750 per
+/// source address by default, all of them from one address with `--sources 1`), 9,500 rooms,
+/// and S3's per-client message rate (several hundred per second). Applied only for flags that
+/// the server's `--help` lists and the caller did not set; names are matched exactly, so a
+/// renamed flag is reported, not guessed.
 pub const GENEROUS_LIMITS: &[(&str, &str)] = &[
     ("--max-rooms", "40000"),
     ("--max-connections", "40000"),
     ("--max-connections-per-ip", "40000"),
-    ("--max-conns-per-ip", "40000"),
-    ("--max-per-ip", "40000"),
-    ("--rate-limit", "1000000"),
-    ("--rate-limit-per-sec", "1000000"),
-    ("--rate-per-sec", "1000000"),
-    ("--rate-burst", "1000000"),
-    ("--rate-limit-burst", "1000000"),
-    ("--burst", "1000000"),
+    ("--rate-per-sec", "100000"),
+    ("--rate-burst", "100000"),
+];
+
+/// Limit flags that no shape comes near at their defaults: they stay as the server sets them.
+pub const DEFAULT_LIMITS: &[&str] = &[
+    "--max-message-bytes",
+    "--queue-capacity",
+    "--max-bad-messages",
+    "--ping-interval-ms",
+    "--ping-timeout-ms",
 ];
 
 /// Long flags (`--name`) that a `--help` text lists.
@@ -313,8 +318,7 @@ pub fn limit_args(flags: &[String], user_args: &[String]) -> (Vec<String>, Vec<S
         } else if ["max", "limit", "rate", "per-ip", "burst"]
             .iter()
             .any(|w| flag.contains(w))
-            && flag != "--max-message-bytes"
-            && flag != "--queue-capacity"
+            && !DEFAULT_LIMITS.contains(&flag.as_str())
         {
             warnings.push(format!(
                 "server flag {flag} looks like a limit that loadgen does not know: left at its default \

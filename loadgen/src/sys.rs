@@ -111,6 +111,28 @@ pub fn machine_jiffies() -> io::Result<(u64, u64)> {
     Ok((total - idle, total))
 }
 
+/// The kernel's count of connections dropped because a listening socket's accept queue was full
+/// (TcpExt ListenOverflows in /proc/net/netstat, for this network namespace). Each one costs the
+/// client a SYN retransmission, a second or more.
+pub fn listen_overflows() -> io::Result<u64> {
+    let text = std::fs::read_to_string("/proc/net/netstat")?;
+    let mut lines = text.lines();
+    while let (Some(names), Some(values)) = (lines.next(), lines.next()) {
+        if !names.starts_with("TcpExt:") {
+            continue;
+        }
+        let index = names
+            .split_whitespace()
+            .position(|n| n == "ListenOverflows");
+        if let Some(value) = index.and_then(|i| values.split_whitespace().nth(i)) {
+            return value.parse().map_err(io::Error::other);
+        }
+    }
+    Err(io::Error::other(
+        "no TcpExt ListenOverflows in /proc/net/netstat",
+    ))
+}
+
 /// Number of CPUs this process may run on.
 pub fn nproc() -> usize {
     std::thread::available_parallelism()
@@ -203,6 +225,7 @@ mod tests {
         assert!(process_cpu_ns() > 0);
         let (busy, total) = machine_jiffies().unwrap();
         assert!(busy <= total && total > 0);
+        assert!(listen_overflows().is_ok());
         let a = mono_ns();
         std::thread::sleep(Duration::from_millis(2));
         assert!(mono_ns() - a >= 2_000_000);
