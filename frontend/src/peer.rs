@@ -8,12 +8,12 @@ use shared::{IceCandidate, IceServer, PeerId, SdpKind, SessionDescription};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{
-    MediaStream, MediaStreamTrack, RtcConfiguration, RtcIceCandidateInit, RtcIceServer,
-    RtcPeerConnection, RtcPeerConnectionIceEvent, RtcRtpTransceiver, RtcRtpTransceiverDirection,
+    MediaStream, RtcConfiguration, RtcIceCandidateInit, RtcIceServer, RtcPeerConnection,
+    RtcPeerConnectionIceEvent, RtcRtpTransceiver, RtcRtpTransceiverDirection,
     RtcRtpTransceiverInit, RtcSdpType, RtcSessionDescriptionInit, RtcTrackEvent,
 };
 
-use crate::media::Stream;
+use crate::media::{Kind, Stream, Track};
 
 /// What a peer connection reports to the call, through a channel (listeners never touch the UI).
 #[derive(Debug)]
@@ -49,7 +49,7 @@ pub struct Peer {
     pc: RtcPeerConnection,
     /// Candidates that arrived before the remote description; added right after it is set.
     pending_candidates: Vec<IceCandidate>,
-    /// Whether our own tracks are attached yet (an answerer attaches them after the offer).
+    /// Whether what we send is set up yet (an answerer does it after the offer).
     sending: bool,
     /// Owned listeners: removed from the connection when the peer is dropped.
     _listeners: Vec<EventListener>,
@@ -153,10 +153,30 @@ impl Peer {
         })
     }
 
-    /// Attaches our tracks (or, lacking one, a receive-only transceiver so that we still get the
-    /// other side's audio and video), then creates the offer and sets it locally.
-    pub async fn offer(&mut self, local: Option<&Stream>) -> Result<SessionDescription, PeerError> {
-        self.attach_local(local, true);
+    /// Attaches what we send, then creates the offer and sets it locally.
+    pub async fn offer(&mut self, local: &Outgoing<'_>) -> Result<SessionDescription, PeerError> {
+        if !self.sending {
+            self.sending = true;
+            for (kind, track, can_send) in local.kinds() {
+                let init = RtcRtpTransceiverInit::new();
+                init.set_direction(if can_send {
+                    RtcRtpTransceiverDirection::Sendrecv
+                } else {
+                    RtcRtpTransceiverDirection::Recvonly
+                });
+                if can_send {
+                    init.set_streams(&js_sys::Array::of1(&local.stream.0));
+                }
+                match track {
+                    Some(track) => self
+                        .pc
+                        .add_transceiver_with_media_stream_track_and_init(&track.0, &init),
+                    None => self
+                        .pc
+                        .add_transceiver_with_str_and_init(kind.as_str(), &init),
+                };
+            }
+        }
         let offer = JsFuture::from(self.pc.create_offer())
             .await
             .map_err(|e| js_error("cannot create an offer", e))?;
@@ -167,12 +187,12 @@ impl Peer {
         self.local_description(SdpKind::Offer)
     }
 
-    /// Applies a remote offer or answer. For an offer, attaches our tracks to the transceivers it
-    /// created and returns the answer to send back.
+    /// Applies a remote offer or answer. For an offer, puts what we send on the transceivers the
+    /// offer created and returns the answer to send back.
     pub async fn accept(
         &mut self,
         description: SessionDescription,
-        local: Option<&Stream>,
+        local: &Outgoing<'_>,
     ) -> Result<Option<SessionDescription>, PeerError> {
         let kind = match description.kind {
             SdpKind::Offer => RtcSdpType::Offer,
@@ -189,8 +209,31 @@ impl Peer {
         if description.kind == SdpKind::Answer {
             return Ok(None);
         }
-        // addTrack reuses the transceivers the offer created, so the answer sends both ways.
-        self.attach_local(local, false);
+        if !self.sending {
+            self.sending = true;
+            for (kind, track, can_send) in local.kinds() {
+                let Some(transceiver) = self.transceiver(kind) else {
+                    continue;
+                };
+                if can_send {
+                    transceiver.set_direction(RtcRtpTransceiverDirection::Sendrecv);
+                    // Tells the other side which stream our tracks belong to (msid).
+                    let sender = transceiver.sender();
+                    if let Ok(set_streams) = js_sys::Reflect::get(&sender, &"setStreams".into()) {
+                        if let Ok(set_streams) = set_streams.dyn_into::<js_sys::Function>() {
+                            let _ = set_streams.call1(&sender, &local.stream.0);
+                        }
+                    }
+                    if let Some(track) = track {
+                        JsFuture::from(sender.replace_track(Some(&track.0)))
+                            .await
+                            .map_err(|e| js_error("cannot send our media", e))?;
+                    }
+                } else {
+                    transceiver.set_direction(RtcRtpTransceiverDirection::Recvonly);
+                }
+            }
+        }
         let answer = JsFuture::from(self.pc.create_answer())
             .await
             .map_err(|e| js_error("cannot create an answer", e))?;
@@ -211,14 +254,15 @@ impl Peer {
         self.add_candidate_now(&candidate).await
     }
 
-    /// Sends `track` instead of the current video, without renegotiating (RTCRtpSender.replaceTrack).
-    pub async fn replace_video_track(&self, track: &MediaStreamTrack) -> Result<(), PeerError> {
-        let Some(transceiver) = self.transceiver("video") else {
+    /// Sends `track` (None: nothing) for `kind` from now on, without renegotiating
+    /// (RTCRtpSender.replaceTrack). Switching cameras or microphones, camera off and on.
+    pub async fn replace_track(&self, kind: Kind, track: Option<&Track>) -> Result<(), PeerError> {
+        let Some(transceiver) = self.transceiver(kind) else {
             return Ok(());
         };
-        JsFuture::from(transceiver.sender().replace_track(Some(track)))
+        JsFuture::from(transceiver.sender().replace_track(track.map(|t| &t.0)))
             .await
-            .map_err(|e| js_error("cannot switch the camera for this call", e))?;
+            .map_err(|e| js_error("cannot change what this call sends", e))?;
         Ok(())
     }
 
@@ -239,38 +283,14 @@ impl Peer {
         Ok(())
     }
 
-    fn attach_local(&mut self, local: Option<&Stream>, receive_missing: bool) {
-        if self.sending {
-            return;
-        }
-        self.sending = true;
-        let tracks = [
-            ("audio", local.and_then(Stream::audio_track)),
-            ("video", local.and_then(Stream::video_track)),
-        ];
-        for (kind, track) in tracks {
-            match (track, local) {
-                (Some(track), Some(stream)) => {
-                    self.pc.add_track_0(&track, &stream.0);
-                }
-                _ if receive_missing => {
-                    let init = RtcRtpTransceiverInit::new();
-                    init.set_direction(RtcRtpTransceiverDirection::Recvonly);
-                    self.pc.add_transceiver_with_str_and_init(kind, &init);
-                }
-                _ => {}
-            }
-        }
-    }
-
-    /// The transceiver carrying `kind` ("audio" / "video"), found by its receiver, which always
-    /// has a track (a sender's track can be null).
-    fn transceiver(&self, kind: &str) -> Option<RtcRtpTransceiver> {
+    /// The transceiver carrying `kind`, found by its receiver, which always has a track (a
+    /// sender's track is null while the camera is off).
+    fn transceiver(&self, kind: Kind) -> Option<RtcRtpTransceiver> {
         self.pc
             .get_transceivers()
             .iter()
             .filter_map(|t| t.dyn_into::<RtcRtpTransceiver>().ok())
-            .find(|t| t.receiver().track().kind() == kind)
+            .find(|t| t.receiver().track().kind() == kind.as_str())
     }
 
     fn local_description(&self, kind: SdpKind) -> Result<SessionDescription, PeerError> {
@@ -282,6 +302,34 @@ impl Peer {
             kind,
             sdp: description.sdp(),
         })
+    }
+}
+
+/// What we send to every peer: a track per kind (None while the camera is off or absent), whether
+/// that kind can be sent at all (false: receive only, e.g. no camera or access denied), and the
+/// stream our tracks are announced in, so the other side gets them as one stream.
+pub struct Outgoing<'a> {
+    pub audio: Option<&'a Track>,
+    pub video: Option<&'a Track>,
+    pub can_send_audio: bool,
+    pub can_send_video: bool,
+    pub stream: &'a Stream,
+}
+
+impl Outgoing<'_> {
+    fn kinds(&self) -> [(Kind, Option<&Track>, bool); 2] {
+        [
+            (
+                Kind::Audio,
+                self.audio,
+                self.can_send_audio || self.audio.is_some(),
+            ),
+            (
+                Kind::Video,
+                self.video,
+                self.can_send_video || self.video.is_some(),
+            ),
+        ]
     }
 }
 

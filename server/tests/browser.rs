@@ -106,6 +106,7 @@ impl Drop for ServerProcess {
 /// kills the browser process (chromiumoxide sets kill_on_drop) and stops its event handler.
 struct Chrome {
     browser: Browser,
+    window: Window,
     handler: tokio::task::JoinHandle<()>,
     _profile: tempfile::TempDir,
 }
@@ -118,30 +119,67 @@ enum Media {
     Denied,
 }
 
+/// Window size and autoplay policy of a test browser.
+#[derive(Clone, Copy)]
+struct Window {
+    width: u32,
+    height: u32,
+    /// Chrome's default policy for a page the person has not interacted with: playback with
+    /// sound needs a tap. Off for most tests (the join click counts as interaction anyway).
+    autoplay_needs_gesture: bool,
+}
+
+const DESKTOP: Window = Window {
+    width: 1000,
+    height: 800,
+    autoplay_needs_gesture: false,
+};
+
+/// An iPhone-sized window: the layout must still work at 375 px.
+const PHONE: Window = Window {
+    width: 375,
+    height: 812,
+    autoplay_needs_gesture: false,
+};
+
 impl Chrome {
     async fn launch(media: Media) -> Self {
+        Self::launch_with(media, DESKTOP).await
+    }
+
+    async fn launch_with(media: Media, window: Window) -> Self {
         let profile = tempfile::tempdir().expect("profile dir");
-        let mut args = vec![
-            "allow-loopback-in-peer-connection".to_string(),
-            "autoplay-policy=no-user-gesture-required".to_string(),
-            "disable-background-networking".to_string(),
-            "disable-component-update".to_string(),
-            "disable-sync".to_string(),
-            "no-first-run".to_string(),
+        let autoplay = if window.autoplay_needs_gesture {
+            "document-user-activation-required"
+        } else {
+            "no-user-gesture-required"
+        };
+        let mut flags = vec![
+            "allow-loopback-in-peer-connection",
+            "disable-background-networking",
+            "disable-component-update",
+            "disable-sync",
+            "no-first-run",
         ];
+        // Options with a value go in as (key, value) pairs: chromiumoxide keeps arguments in a
+        // map and merges values per key, so our `disable-features` joins its own default one
+        // (two separate --disable-features flags come out in random order, and Chrome only
+        // honours the last).
+        let mut values = vec![("autoplay-policy", autoplay.to_string())];
         match media {
             Media::Granted { cameras } => {
-                args.push("use-fake-ui-for-media-stream".to_string());
-                args.push(format!(
-                    "use-fake-device-for-media-stream=device-count={cameras}"
+                flags.push("use-fake-ui-for-media-stream");
+                values.push((
+                    "use-fake-device-for-media-stream",
+                    format!("device-count={cameras}"),
                 ));
             }
             Media::Denied => {
-                args.push("use-fake-device-for-media-stream".to_string());
-                args.push("deny-permission-prompts".to_string());
+                flags.push("use-fake-device-for-media-stream");
+                flags.push("deny-permission-prompts");
                 // Without a media grant Chromium hides host candidates behind mDNS `.local`
                 // names, which resolve on a real LAN but not in a loopback-only namespace.
-                args.push("disable-features=WebRtcHideLocalIpsWithMdns".to_string());
+                values.push(("disable-features", "WebRtcHideLocalIpsWithMdns".to_string()));
             }
         }
         let config = BrowserConfig::builder()
@@ -149,9 +187,10 @@ impl Chrome {
             .no_sandbox()
             .new_headless_mode()
             .user_data_dir(profile.path())
-            .window_size(1000, 800)
+            .window_size(window.width, window.height)
             .launch_timeout(Duration::from_secs(30))
-            .args(args)
+            .args(flags)
+            .args(values.iter().map(|(key, value)| (*key, value.as_str())))
             .build()
             .expect("browser config");
         let (browser, mut events) = Browser::launch(config).await.expect("launch chromium");
@@ -164,6 +203,7 @@ impl Chrome {
         });
         Chrome {
             browser,
+            window,
             handler,
             _profile: profile,
         }
@@ -175,6 +215,16 @@ impl Chrome {
             .new_page("about:blank")
             .await
             .expect("new page");
+        if self.window.width < 500 {
+            // Headless Chrome will not make a window narrower than 500 px: emulate the phone.
+            let phone = chromiumoxide::cdp::browser_protocol::emulation::SetDeviceMetricsOverrideParams::new(
+                self.window.width,
+                self.window.height,
+                2.0,
+                true,
+            );
+            page.execute(phone).await.expect("emulate a phone screen");
+        }
         page.evaluate_on_new_document(INSTRUMENT)
             .await
             .expect("install instrumentation");
@@ -230,11 +280,39 @@ async fn wait_until(page: &Page, js: &str, what: &str, timeout: Duration) -> Dur
                 "document.querySelector('[role=alert]')?.textContent ?? ''",
             )
             .await;
-            panic!("timed out after {timeout:?} waiting for {what}; on-screen alert: {alert:?}");
+            let state = diagnostics(page).await;
+            panic!("timed out after {timeout:?} waiting for {what}; on-screen alert: {alert:?}; page: {state}");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// What the page's connections and videos are doing, for failure messages.
+async fn diagnostics(page: &Page) -> String {
+    let js = r#"(async () => JSON.stringify({
+        phase: document.querySelector('#call, #lobby')?.id + ':' + (document.querySelector('#call')?.dataset.phase ?? ''),
+        pcs: await Promise.all((window.__noom?.pcs ?? []).map(async pc => {
+            const out = {};
+            (await pc.getStats()).forEach(r => {
+                if (r.type === 'outbound-rtp' || r.type === 'inbound-rtp') out[r.type + ':' + r.kind] = r.framesEncoded ?? r.framesDecoded ?? r.packetsReceived ?? r.packetsSent;
+                if (r.type === 'local-candidate' || r.type === 'remote-candidate') out[r.type] = (out[r.type] ?? '') + r.address + ';';
+            });
+            return { conn: pc.connectionState, sig: pc.signalingState, ice: pc.iceConnectionState, gather: pc.iceGatheringState,
+                     tx: pc.getTransceivers().map(t => [t.receiver.track.kind, t.direction, t.currentDirection, t.sender.track?.readyState ?? null]), stats: out };
+        })),
+        videos: [...document.querySelectorAll('video')].map(v => ({ id: v.id || v.dataset.peer, paused: v.paused, ready: v.readyState,
+            w: v.videoWidth, frames: v.getVideoPlaybackQuality().totalVideoFrames, tracks: v.srcObject ? v.srcObject.getTracks().map(t => t.kind + ':' + t.readyState + ':' + t.enabled) : null })),
+    }))()"#;
+    page.evaluate(js)
+        .await
+        .ok()
+        .and_then(|r| r.value().and_then(|v| v.as_str().map(str::to_string)))
+        .unwrap_or_else(|| "(unavailable)".into())
+}
+
+/// Browser tests run one at a time: each starts two or three Chromium processes, and several
+/// tests at once on a 2-core machine starve WebRTC of CPU (missed deadlines, stalled ICE).
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const T: Duration = Duration::from_secs(20);
 
@@ -256,33 +334,73 @@ async fn join_through_form(page: &Page, room: &str) {
         .expect("room input");
     input.click().await.expect("focus input");
     input.type_str(room).await.expect("type room name");
-    page.find_element("#welcome form button")
-        .await
-        .expect("submit button")
-        .click()
-        .await
-        .expect("submit");
+    click(page, "#welcome form button").await;
+    join_from_lobby(page).await;
+}
+
+/// In the lobby: wait for the preview step to finish, then press Join (a real click).
+async fn join_from_lobby(page: &Page) {
+    wait_until(
+        page,
+        "(() => { const b = document.querySelector('#lobby #join'); return !!b && !b.disabled; })()",
+        "the lobby's Join button",
+        T,
+    )
+    .await;
+    click(page, "#join").await;
 }
 
 fn remote_video_has_frames() -> String {
     format!("(() => {{ const v = {REMOTE_VIDEO}; return !!v && v.videoWidth > 0 && v.readyState >= 2; }})()")
 }
 
-async fn remote_current_time(page: &Page) -> f64 {
-    eval(page, &format!("{REMOTE_VIDEO}?.currentTime ?? -1")).await
+/// Decoded video frames of the remote video for the peer at `selector` (from
+/// getVideoPlaybackQuality: frames really received and decoded, not just a clock running).
+async fn frames(page: &Page, selector: &str) -> i64 {
+    eval(
+        page,
+        &format!("(() => {{ const v = document.querySelector({selector:?}); return v ? v.getVideoPlaybackQuality().totalVideoFrames : -1; }})()"),
+    )
+    .await
 }
 
-/// The remote video's clock advances over `over`: frames keep arriving and playing.
+/// The remote video keeps getting new frames and its clock advances.
 async fn assert_remote_video_playing(page: &Page, who: &str) {
-    let t1 = remote_current_time(page).await;
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    let t2 = remote_current_time(page).await;
+    assert_video_playing(page, "#peers video[data-peer]", who).await;
+}
+
+async fn assert_video_playing(page: &Page, selector: &str, who: &str) {
+    let time = format!("document.querySelector({selector:?})?.currentTime ?? -1");
+    let (t1, f1): (f64, i64) = (eval(page, &time).await, frames(page, selector).await);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let (t2, f2): (f64, i64) = (eval(page, &time).await, frames(page, selector).await);
     assert!(
-        t2 > t1 && t1 >= 0.0,
-        "{who}: remote video not playing (currentTime {t1} -> {t2})"
+        t1 >= 0.0 && t2 > t1,
+        "{who}: video clock not advancing ({t1} -> {t2})"
     );
-    let width: u32 = eval(page, &format!("{REMOTE_VIDEO}.videoWidth")).await;
-    assert!(width > 0, "{who}: remote video has no width");
+    if f2 < f1 + 5 {
+        panic!(
+            "{who}: too few new frames ({f1} -> {f2}); page: {}",
+            diagnostics(page).await
+        );
+    }
+    let width: u32 = eval(
+        page,
+        &format!("document.querySelector({selector:?}).videoWidth"),
+    )
+    .await;
+    assert!(width > 0, "{who}: video has no width");
+}
+
+/// The remote video gets (almost) no new frames: nothing is being sent.
+async fn assert_remote_video_frozen(page: &Page, who: &str) {
+    let selector = "#peers video[data-peer]";
+    // Frames already in flight when the sender stopped may still arrive: let them drain first.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let f1 = frames(page, selector).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let f2 = frames(page, selector).await;
+    assert!(f2 - f1 <= 1, "{who}: frames still arriving ({f1} -> {f2})");
 }
 
 /// Saves a PNG of `page` when NOOM_SCREENSHOT_DIR is set (for the README and for looking).
@@ -290,9 +408,8 @@ async fn screenshot(page: &Page, name: &str) {
     let Ok(dir) = std::env::var("NOOM_SCREENSHOT_DIR") else {
         return;
     };
-    let params = chromiumoxide::page::ScreenshotParams::builder()
-        .full_page(true)
-        .build();
+    // The viewport only: a full-page capture resets the phone emulation afterwards.
+    let params = chromiumoxide::page::ScreenshotParams::builder().build();
     let png = page.screenshot(params).await.expect("screenshot");
     std::fs::write(PathBuf::from(dir).join(format!("{name}.png")), png).expect("write screenshot");
 }
@@ -310,18 +427,56 @@ async fn click(page: &Page, selector: &str) {
         .unwrap_or_else(|e| panic!("click {selector}: {e}"));
 }
 
+async fn tile_attr(page: &Page, attr: &str) -> String {
+    eval(
+        page,
+        &format!("document.querySelector('#peers video[data-peer]')?.closest('.tile')?.getAttribute({attr:?}) ?? 'no tile'"),
+    )
+    .await
+}
+
+async fn select(page: &Page, selector: &str, value: &str) {
+    eval::<serde_json::Value>(
+        page,
+        &format!(
+            "(() => {{ const s = document.querySelector({selector:?}); s.value = {value:?}; s.dispatchEvent(new Event('change', {{bubbles: true}})); return null; }})()"
+        ),
+    )
+    .await;
+}
+
+async fn options(page: &Page, selector: &str) -> Vec<String> {
+    eval(
+        page,
+        &format!("[...document.querySelectorAll('{selector} option')].map(o => o.value)"),
+    )
+    .await
+}
+
+/// The device id of the track A's first connection sends for `kind` ("none" if it sends nothing).
+fn sender_device(kind: &str) -> String {
+    format!(
+        "(() => {{ const t = window.__noom.pcs[0].getTransceivers().find(t => t.receiver.track.kind === '{kind}'); \
+         return t?.sender.track ? t.sender.track.getSettings().deviceId : 'none'; }})()"
+    )
+}
+
+const LOCAL_TRACK: &str = "document.querySelector('#myFace').srcObject?.getVideoTracks()[0]";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_browsers_call_each_other_and_use_the_controls() {
     require_loopback_only_network();
+    let _serial = ONE_AT_A_TIME.lock().await;
     let server = ServerProcess::start(&[]);
     let room = "e2e call";
 
-    let a = Chrome::launch(Media::Granted { cameras: 2 }).await;
-    let b = Chrome::launch(Media::Granted { cameras: 1 }).await;
+    let a = Chrome::launch(Media::Granted { cameras: 3 }).await;
+    // B on a phone-sized screen: the layout must work at 375 px.
+    let b = Chrome::launch_with(Media::Granted { cameras: 1 }, PHONE).await;
     let page_a = a.open(&server.url).await;
     let page_b = b.open(&server.url).await;
 
-    // A joins first and waits alone; the address bar shows the room's deep link.
+    // A enters the room name, sees the lobby (deep link in the address bar), joins and waits.
     join_through_form(&page_a, room).await;
     wait_until(
         &page_a,
@@ -341,7 +496,6 @@ async fn two_browsers_call_each_other_and_use_the_controls() {
         local_ok,
         "A's preview must be muted, autoplay, playsinline and showing the camera"
     );
-
     // B joins; measure until both see the other's first frame.
     join_through_form(&page_b, room).await;
     let joined_at = Instant::now();
@@ -355,7 +509,6 @@ async fn two_browsers_call_each_other_and_use_the_controls() {
 
     assert_remote_video_playing(&page_a, "A").await;
     assert_remote_video_playing(&page_b, "B").await;
-    screenshot(&page_a, "call").await;
     for (page, who) in [(&page_a, "A"), (&page_b, "B")] {
         let audio: String = eval(
             page,
@@ -366,6 +519,25 @@ async fn two_browsers_call_each_other_and_use_the_controls() {
         let muted: bool = eval(page, &format!("{REMOTE_VIDEO}.muted")).await;
         assert!(!muted, "{who}: the remote video must not be muted");
     }
+    // Voice processing is on (no echo, no background noise).
+    let processing: Vec<bool> = eval(
+        &page_a,
+        "(() => { const s = window.__noom.pcs[0].getTransceivers().find(t => t.receiver.track.kind === 'audio').sender.track.getSettings(); \
+         return [s.echoCancellation, s.noiseSuppression, s.autoGainControl]; })()",
+    )
+    .await;
+    assert_eq!(
+        processing,
+        [true, true, true],
+        "echo cancellation, noise suppression, gain control"
+    );
+    let (fits, width): (bool, u32) = eval(
+        &page_b,
+        "[document.documentElement.scrollWidth <= window.innerWidth, window.innerWidth]",
+    )
+    .await;
+    assert_eq!(width, 375, "B's viewport is phone-sized");
+    assert!(fits, "B's 375 px wide page scrolls sideways");
     // The tile is labelled with the peer id the server assigned.
     let peer_attr: String = eval(&page_b, &format!("{REMOTE_VIDEO}.dataset.peer")).await;
     assert!(
@@ -374,97 +546,79 @@ async fn two_browsers_call_each_other_and_use_the_controls() {
     );
     // One offer in the whole call, made by A (already in the room), as in the tutorial.
     assert_eq!((offers(&page_a).await, offers(&page_b).await), (1, 0));
+    assert_eq!(tile_attr(&page_b, "data-muted").await, "false");
+    assert_eq!(tile_attr(&page_b, "data-camera-off").await, "false");
 
-    // Mute on A: the audio track is disabled and the button says so.
-    let audio_enabled = format!("{LOCAL_VIDEO}.srcObject.getAudioTracks()[0].enabled");
+    // Mute on A: the track stays but is disabled, the button says so, B's tile shows it.
+    let a_audio_sender = "window.__noom.pcs[0].getTransceivers().find(t => t.receiver.track.kind === 'audio').sender.track";
     click(&page_a, "#mute").await;
     wait_until(
         &page_a,
-        &format!("{audio_enabled} === false"),
+        &format!("{a_audio_sender}.enabled === false && {a_audio_sender}.readyState === 'live'"),
         "A's mic track disabled",
         T,
     )
     .await;
     let (text, pressed): (String, String) = eval(&page_a, "[document.querySelector('#mute').textContent, document.querySelector('#mute').getAttribute('aria-pressed')]").await;
     assert_eq!((text.as_str(), pressed.as_str()), ("Unmute", "true"));
+    wait_until(
+        &page_b,
+        "document.querySelector('#peers .tile')?.dataset.muted === 'true'",
+        "B sees A muted",
+        T,
+    )
+    .await;
+    screenshot(&page_b, "call-peer-muted").await;
     click(&page_a, "#mute").await;
     wait_until(
         &page_a,
-        &format!("{audio_enabled} === true"),
+        &format!("{a_audio_sender}.enabled === true"),
         "A's mic back on",
         T,
     )
     .await;
-    let text: String = eval(&page_a, "document.querySelector('#mute').textContent").await;
-    assert_eq!(text, "Mute");
-
-    // Camera off on A, likewise.
-    let video_enabled = format!("{LOCAL_VIDEO}.srcObject.getVideoTracks()[0].enabled");
-    click(&page_a, "#camera").await;
     wait_until(
-        &page_a,
-        &format!("{video_enabled} === false"),
-        "A's camera track disabled",
-        T,
-    )
-    .await;
-    let (text, pressed): (String, String) = eval(&page_a, "[document.querySelector('#camera').textContent, document.querySelector('#camera').getAttribute('aria-pressed')]").await;
-    assert_eq!(
-        (text.as_str(), pressed.as_str()),
-        ("Turn camera on", "true")
-    );
-    click(&page_a, "#camera").await;
-    wait_until(
-        &page_a,
-        &format!("{video_enabled} === true"),
-        "A's camera back on",
+        &page_b,
+        "document.querySelector('#peers .tile')?.dataset.muted === 'false'",
+        "B sees A unmuted",
         T,
     )
     .await;
 
+    let offers_before = (offers(&page_a).await, offers(&page_b).await);
     // Camera switch on A: the second fake camera replaces the first in the call, by
-    // replaceTrack: no new offer on either side, and B's video keeps playing.
-    let cameras: Vec<String> = eval(
-        &page_a,
-        "[...document.querySelectorAll('#cameras option')].map(o => o.value)",
-    )
-    .await;
-    assert_eq!(cameras.len(), 2, "two fake cameras listed: {cameras:?}");
-    let current: String = eval(
-        &page_a,
-        &format!("{LOCAL_VIDEO}.srcObject.getVideoTracks()[0].getSettings().deviceId"),
-    )
-    .await;
+    // replaceTrack: no new offer on either side, B's video keeps playing, the old camera is
+    // released.
+    let cameras = options(&page_a, "#cameras").await;
+    assert_eq!(cameras.len(), 3, "fake cameras listed: {cameras:?}");
+    let current: String = eval(&page_a, &format!("{LOCAL_TRACK}.getSettings().deviceId")).await;
     let selected: String = eval(&page_a, "document.querySelector('#cameras').value").await;
     assert_eq!(selected, current, "the picker shows the camera in use");
-    let other = cameras
-        .iter()
-        .find(|c| **c != current)
-        .expect("another camera")
-        .clone();
-    let offers_before = (offers(&page_a).await, offers(&page_b).await);
-    eval::<serde_json::Value>(
+    // Chrome's second fake camera emulates a depth camera (Y16 pixels): a <video> shows it, but
+    // WebRTC's encoder sends no frames from it (checked with plain JS, without the app). The
+    // third one is an ordinary camera.
+    let other: String = eval(
         &page_a,
-        &format!("window.__oldCamera = {LOCAL_VIDEO}.srcObject.getVideoTracks()[0]; null"),
+        "[...document.querySelectorAll('#cameras option')].find(o => o.textContent.trim() === 'fake_device_2').value",
     )
     .await;
+    assert_ne!(other, current);
     eval::<serde_json::Value>(
         &page_a,
-        &format!("(() => {{ const s = document.querySelector('#cameras'); s.value = {other:?}; s.dispatchEvent(new Event('change', {{bubbles: true}})); }})()"),
+        &format!("window.__oldCamera = {LOCAL_TRACK}; null"),
     )
     .await;
+    select(&page_a, "#cameras", &other).await;
     wait_until(
         &page_a,
-        &format!(
-            "{LOCAL_VIDEO}.srcObject.getVideoTracks()[0].getSettings().deviceId === {other:?}"
-        ),
+        &format!("{LOCAL_TRACK}?.getSettings().deviceId === {other:?}"),
         "A's preview on the second camera",
         T,
     )
     .await;
     wait_until(
         &page_a,
-        &format!("window.__noom.pcs[0].getSenders().some(s => s.track && s.track.kind === 'video' && s.track.getSettings().deviceId === {other:?})"),
+        &format!("{} === {other:?}", sender_device("video")),
         "A's connection sending the second camera",
         T,
     )
@@ -481,9 +635,104 @@ async fn two_browsers_call_each_other_and_use_the_controls() {
         "no renegotiation"
     );
 
+    // Microphone switch on A, likewise: the call goes on.
+    let microphones = options(&page_a, "#microphones").await;
+    assert!(
+        microphones.len() >= 2,
+        "fake microphones listed: {microphones:?}"
+    );
+    let current_mic: String = eval(&page_a, &sender_device("audio")).await;
+    let other_mic = microphones
+        .iter()
+        .find(|m| **m != current_mic && *m != "default")
+        .expect("another microphone")
+        .clone();
+    select(&page_a, "#microphones", &other_mic).await;
+    wait_until(
+        &page_a,
+        &format!("{} === {other_mic:?}", sender_device("audio")),
+        "A's connection sending the other microphone",
+        T,
+    )
+    .await;
+    let audio: String = eval(
+        &page_b,
+        &format!("{REMOTE_VIDEO}.srcObject.getAudioTracks()[0]?.readyState ?? 'none'"),
+    )
+    .await;
+    assert_eq!(audio, "live", "B still hears A");
+    let packets = "(async () => { let n = 0; (await window.__noom.pcs[0].getStats()).forEach(r => { if (r.type === 'inbound-rtp' && r.kind === 'audio') n += r.packetsReceived; }); return n; })()";
+    let p1: i64 = eval(&page_b, packets).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let p2: i64 = eval(&page_b, packets).await;
+    assert!(
+        p2 > p1 + 5,
+        "B receives A's audio after the switch ({p1} -> {p2})"
+    );
+    assert_remote_video_playing(&page_b, "B after A switched microphone").await;
+    assert_eq!(
+        (offers(&page_a).await, offers(&page_b).await),
+        offers_before,
+        "no renegotiation"
+    );
+
+    // Camera off on A releases the camera (track ended, preview placeholder), sends nothing,
+    // and B's tile shows camera-off instead of a frozen frame.
+    eval::<serde_json::Value>(&page_a, &format!("window.__camera = {LOCAL_TRACK}; null")).await;
+    click(&page_a, "#camera").await;
+    wait_until(
+        &page_a,
+        "window.__camera.readyState === 'ended'",
+        "A's camera track ended",
+        T,
+    )
+    .await;
+    wait_until(
+        &page_a,
+        &format!("{} === 'none'", sender_device("video")),
+        "A sending no video",
+        T,
+    )
+    .await;
+    let (text, pressed): (String, String) = eval(&page_a, "[document.querySelector('#camera').textContent, document.querySelector('#camera').getAttribute('aria-pressed')]").await;
+    assert_eq!(
+        (text.as_str(), pressed.as_str()),
+        ("Turn camera on", "true")
+    );
+    wait_until(
+        &page_b,
+        "document.querySelector('#peers .tile')?.dataset.cameraOff === 'true'",
+        "B sees A's camera off",
+        T,
+    )
+    .await;
+    let placeholder: bool = eval(
+        &page_b,
+        "getComputedStyle(document.querySelector('#peers .tile .placeholder')).display !== 'none'",
+    )
+    .await;
+    assert!(placeholder, "B shows a placeholder for A");
+    assert_remote_video_frozen(&page_b, "B while A's camera is off").await;
+    // Camera on: the camera is opened again and B's video plays again, with no new offer.
+    click(&page_a, "#camera").await;
+    wait_until(
+        &page_b,
+        "document.querySelector('#peers .tile')?.dataset.cameraOff === 'false'",
+        "B sees A's camera on",
+        T,
+    )
+    .await;
+    assert_remote_video_playing(&page_b, "B after A's camera came back").await;
+    assert_eq!(
+        (offers(&page_a).await, offers(&page_b).await),
+        offers_before,
+        "camera off/on renegotiated"
+    );
+
     // A third person gets a clear room-full message and no camera left running.
     let c = Chrome::launch(Media::Granted { cameras: 1 }).await;
     let page_c = c.open(&format!("{}/r/e2e%20call", server.url)).await;
+    join_from_lobby(&page_c).await;
     wait_until(
         &page_c,
         "document.querySelector('[role=alert]')?.textContent.includes('full')",
@@ -550,15 +799,14 @@ async fn two_browsers_call_each_other_and_use_the_controls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn denied_camera_is_explained_and_the_call_still_receives() {
     require_loopback_only_network();
+    let _serial = ONE_AT_A_TIME.lock().await;
     let server = ServerProcess::start(&[]);
-    let room = "denied";
 
-    // A refuses camera and microphone, joins anyway (first, so it makes the offer with
-    // receive-only transceivers) and still sees and hears B.
+    // A refuses camera and microphone: the lobby says so, with a way forward, and A can still
+    // join (first, so it makes the offer with receive-only transceivers) to watch and listen.
     let a = Chrome::launch(Media::Denied).await;
     let b = Chrome::launch(Media::Granted { cameras: 1 }).await;
-    let page_a = a.open(&server.url).await;
-    join_through_form(&page_a, room).await;
+    let page_a = a.open(&format!("{}/r/denied", server.url)).await;
     wait_until(
         &page_a,
         "document.querySelector('[role=alert]')?.textContent.includes('blocked')",
@@ -566,6 +814,28 @@ async fn denied_camera_is_explained_and_the_call_still_receives() {
         T,
     )
     .await;
+    let retry: bool = eval(
+        &page_a,
+        "!!document.querySelector('[role=alert] #retry-media')",
+    )
+    .await;
+    assert!(retry, "a Try again button comes with the denied message");
+    let disabled: bool = eval(
+        &page_a,
+        "document.querySelector('#mute').disabled && document.querySelector('#camera').disabled",
+    )
+    .await;
+    assert!(disabled, "no media: mute and camera buttons are disabled");
+    // Trying again while still denied gives the same answer, not a stuck page.
+    click(&page_a, "#retry-media").await;
+    wait_until(
+        &page_a,
+        "document.querySelector('[role=alert]')?.textContent.includes('blocked')",
+        "the denied message again",
+        T,
+    )
+    .await;
+    join_from_lobby(&page_a).await;
     wait_until(
         &page_a,
         "document.querySelector('#call')?.dataset.phase === 'inroom'",
@@ -573,14 +843,9 @@ async fn denied_camera_is_explained_and_the_call_still_receives() {
         T,
     )
     .await;
-    let disabled: bool = eval(
-        &page_a,
-        "document.querySelector('#mute').disabled && document.querySelector('#camera').disabled",
-    )
-    .await;
-    assert!(disabled, "no media: mute and camera buttons are disabled");
 
     let page_b = b.open(&format!("{}/r/denied", server.url)).await;
+    join_from_lobby(&page_b).await;
     wait_until(
         &page_a,
         &remote_video_has_frames(),
@@ -595,14 +860,21 @@ async fn denied_camera_is_explained_and_the_call_still_receives() {
     )
     .await;
     assert_eq!(audio, "live", "A hears B");
-    // B has a tile for A (no video from A, but no error either).
+    let recvonly: Vec<String> = eval(
+        &page_a,
+        "window.__noom.pcs[0].getTransceivers().map(t => t.currentDirection)",
+    )
+    .await;
+    assert_eq!(recvonly, ["recvonly", "recvonly"], "A only receives");
+    // B: a tile for A showing camera off and muted, and no error.
     wait_until(
         &page_b,
-        "document.querySelectorAll('#peers video[data-peer]').length === 1",
-        "B shows A's tile",
+        "document.querySelector('#peers .tile')?.dataset.cameraOff === 'true'",
+        "B shows A's camera off",
         T,
     )
     .await;
+    assert_eq!(tile_attr(&page_b, "data-muted").await, "true");
     let alert_b: String = eval(
         &page_b,
         "document.querySelector('[role=alert]').textContent",
@@ -610,6 +882,140 @@ async fn denied_camera_is_explained_and_the_call_still_receives() {
     .await;
     assert_eq!(alert_b, "", "nothing is broken on B's side");
 
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lobby_remembers_the_chosen_camera() {
+    require_loopback_only_network();
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let server = ServerProcess::start(&[]);
+    let a = Chrome::launch(Media::Granted { cameras: 2 }).await;
+    let page = a.open(&format!("{}/r/remember", server.url)).await;
+
+    // The lobby: a live preview, the pickers, and Join.
+    wait_until(
+        &page,
+        "!!document.querySelector('#lobby #join') && !document.querySelector('#join').disabled",
+        "the lobby",
+        T,
+    )
+    .await;
+    assert_video_playing(&page, "#myFace", "lobby preview").await;
+    let cameras = options(&page, "#cameras").await;
+    assert_eq!(cameras.len(), 2, "{cameras:?}");
+    let speakers_shown: bool = eval(
+        &page,
+        "!!document.querySelector('#speakers') === ('setSinkId' in HTMLMediaElement.prototype)",
+    )
+    .await;
+    assert!(
+        speakers_shown,
+        "the speaker picker is shown exactly where setSinkId exists"
+    );
+    screenshot(&page, "lobby").await;
+
+    // Pick the second camera in the lobby: the preview switches at once.
+    let second = cameras[1].clone();
+    select(&page, "#cameras", &second).await;
+    wait_until(
+        &page,
+        &format!("{LOCAL_TRACK}?.getSettings().deviceId === {second:?}"),
+        "the preview on the second camera",
+        T,
+    )
+    .await;
+
+    // Join, leave, come back: the second camera is still the one in use and selected.
+    join_from_lobby(&page).await;
+    wait_until(
+        &page,
+        "document.querySelector('#call')?.dataset.phase === 'inroom'",
+        "in the room",
+        T,
+    )
+    .await;
+    let in_call: String = eval(&page, &format!("{LOCAL_TRACK}.getSettings().deviceId")).await;
+    assert_eq!(in_call, second);
+    click(&page, "#leave").await;
+    wait_until(
+        &page,
+        "!!document.querySelector('#welcome')",
+        "back at the start",
+        T,
+    )
+    .await;
+    page.goto(format!("{}/r/remember", server.url))
+        .await
+        .expect("reload the room");
+    wait_until(
+        &page,
+        "!!document.querySelector('#lobby #join') && !document.querySelector('#join').disabled",
+        "the lobby again",
+        T,
+    )
+    .await;
+    let (selected, using): (String, String) = eval(
+        &page,
+        &format!("[document.querySelector('#cameras').value, {LOCAL_TRACK}?.getSettings().deviceId ?? 'none']"),
+    )
+    .await;
+    assert_eq!(
+        (selected.as_str(), using.as_str()),
+        (second.as_str(), second.as_str())
+    );
+    a.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autoplay_refusal_offers_a_tap_to_start() {
+    require_loopback_only_network();
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let server = ServerProcess::start(&[]);
+    let a = Chrome::launch(Media::Granted { cameras: 1 }).await;
+    // B joins to watch only (no camera or microphone: Chrome lets a page that is capturing
+    // autoplay, so only a watcher meets the policy), in a browser that wants a real tap before
+    // playing sound, and joins without one (a script click is not a user gesture): the remote
+    // video cannot start by itself.
+    let b = Chrome::launch_with(
+        Media::Denied,
+        Window {
+            autoplay_needs_gesture: true,
+            ..DESKTOP
+        },
+    )
+    .await;
+    let page_a = a.open(&format!("{}/r/autoplay", server.url)).await;
+    join_from_lobby(&page_a).await;
+    let page_b = b.open(&format!("{}/r/autoplay", server.url)).await;
+    wait_until(
+        &page_b,
+        "(() => { const b = document.querySelector('#join'); return !!b && !b.disabled; })()",
+        "B's lobby",
+        T,
+    )
+    .await;
+    eval::<serde_json::Value>(&page_b, "document.querySelector('#join').click(), null").await;
+    wait_until(
+        &page_b,
+        "!!document.querySelector('#start-media')",
+        "B offered a tap to start",
+        T,
+    )
+    .await;
+    let paused: bool = eval(&page_b, &format!("{REMOTE_VIDEO}.paused")).await;
+    assert!(paused, "the remote video is waiting for the tap");
+    // The tap (a real click) starts it.
+    click(&page_b, "#start-media").await;
+    wait_until(
+        &page_b,
+        "!document.querySelector('#start-media')",
+        "the tap control gone",
+        T,
+    )
+    .await;
+    assert_remote_video_playing(&page_b, "B after the tap").await;
     a.close().await;
     b.close().await;
 }
