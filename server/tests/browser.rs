@@ -1019,3 +1019,57 @@ async fn autoplay_refusal_offers_a_tap_to_start() {
     a.close().await;
     b.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unplugged_camera_is_replaced_and_the_person_told() {
+    require_loopback_only_network();
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let server = ServerProcess::start(&[]);
+    let a = Chrome::launch(Media::Granted { cameras: 3 }).await;
+    let page = a.open(&format!("{}/r/unplug", server.url)).await;
+    join_from_lobby(&page).await;
+    wait_until(
+        &page,
+        "document.querySelector('#call')?.dataset.phase === 'inroom'",
+        "in the room",
+        T,
+    )
+    .await;
+    let before: String = eval(&page, &format!("{LOCAL_TRACK}.getSettings().deviceId")).await;
+
+    // Fake devices cannot be unplugged, so the browser's device list is made to forget the
+    // camera in use and `devicechange` fires, as on a real unplug; the app's own code does the rest.
+    eval::<serde_json::Value>(
+        &page,
+        &format!(
+            r#"(() => {{
+                const md = navigator.mediaDevices;
+                const real = md.enumerateDevices.bind(md);
+                md.enumerateDevices = async () => (await real()).filter(d => d.deviceId !== {before:?});
+                md.dispatchEvent(new Event('devicechange'));
+                return null;
+            }})()"#
+        ),
+    )
+    .await;
+    wait_until(
+        &page,
+        &format!("{LOCAL_TRACK}?.readyState === 'live' && {LOCAL_TRACK}.getSettings().deviceId !== {before:?}"),
+        "the preview on another camera",
+        T,
+    )
+    .await;
+    wait_until(
+        &page,
+        "document.querySelector('.status')?.textContent.includes('now using')",
+        "the person told",
+        T,
+    )
+    .await;
+    let listed = options(&page, "#cameras").await;
+    assert!(
+        !listed.contains(&before),
+        "the unplugged camera is no longer offered"
+    );
+    a.close().await;
+}
