@@ -218,6 +218,19 @@ async fn run_all(args: AllArgs) -> Result<(), String> {
             server_bin.display()
         ));
     }
+    let work = args
+        .work_dir
+        .clone()
+        .unwrap_or_else(|| root.join("target").join("loadgen"));
+    std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+    // One benchmark at a time on this machine: two would measure each other.
+    let _lock = lock_exclusive(&work.join(".lock"), Duration::from_secs(900))?;
+    // Measure one binary for the whole run, even if someone rebuilds the original meanwhile.
+    let copy = work.join("server-under-test");
+    let _ = std::fs::remove_file(&copy);
+    std::fs::copy(&server_bin, &copy)
+        .map_err(|e| format!("cannot copy {}: {e}", server_bin.display()))?;
+    let server_bin = copy;
     let mut server_args = Vec::new();
     if !args.no_auto_limits {
         let help = servers::server_help(&server_bin).map_err(|e| e.to_string())?;
@@ -228,10 +241,6 @@ async fn run_all(args: AllArgs) -> Result<(), String> {
         server_args.extend(auto);
     }
     server_args.extend(args.server_args.iter().cloned());
-    let work = args
-        .work_dir
-        .clone()
-        .unwrap_or_else(|| root.join("target").join("loadgen"));
     let (sio_dir, versions) = if args.no_baseline {
         (None, SioVersions::default())
     } else {
@@ -272,6 +281,17 @@ async fn run_all(args: AllArgs) -> Result<(), String> {
         } else {
             dialects.iter().rev().copied().collect()
         };
+        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        let load: Vec<&str> = load.split_whitespace().take(3).collect();
+        eprintln!(
+            "== run {run}/{}: load average {}",
+            args.runs,
+            load.join(" ")
+        );
+        table.note(format!(
+            "run {run} started at load average {}",
+            load.join(" ")
+        ));
         for shape in &args.shapes {
             match shape {
                 Shape::S1 => {
@@ -314,6 +334,59 @@ async fn run_all(args: AllArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// Takes an exclusive lock on `path` (flock), waiting up to `wait` for another run to finish.
+fn lock_exclusive(path: &Path, wait: Duration) -> Result<std::fs::File, String> {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let started = std::time::Instant::now();
+    let mut said = false;
+    loop {
+        // SAFETY: flock on a valid fd; the lock is released when the file is closed.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(file);
+        }
+        if started.elapsed() >= wait {
+            return Err(format!(
+                "another loadgen run held {} for {wait:?}; not measuring alongside it",
+                path.display()
+            ));
+        }
+        if !said {
+            eprintln!("loadgen: another benchmark is running; waiting for it to finish");
+            said = true;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// The commit the workspace is at, marked `+dirty` if server/ or shared/ have local changes.
+fn source_version(root: &Path) -> String {
+    let root = root.display().to_string();
+    let commit = servers::command_output("git", &["-C", &root, "rev-parse", "--short", "HEAD"]);
+    let dirty = servers::command_output(
+        "git",
+        &[
+            "-C",
+            &root,
+            "status",
+            "--porcelain",
+            "--",
+            "server",
+            "shared",
+        ],
+    );
+    if dirty.is_empty() || dirty == "?" {
+        commit
+    } else {
+        format!("{commit}+dirty")
+    }
+}
+
 fn print_machine(launch: &Launch, versions: &SioVersions, args: &AllArgs) {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -339,8 +412,9 @@ fn print_machine(launch: &Launch, versions: &SioVersions, args: &AllArgs) {
         versions.express
     );
     println!(
-        "server: {} --addr 127.0.0.1:0 --ice-server none {}",
+        "server: {} (a copy of the build of workspace commit {}) --addr 127.0.0.1:0 --ice-server none {}",
         launch.server_bin.display(),
+        source_version(&workspace_root()),
         launch.server_args.join(" ")
     );
     println!(
@@ -481,14 +555,15 @@ async fn s2(
     match coord::latency(settings, &target, &params).await {
         Ok(f) => {
             eprintln!(
-                "   {what} {dialect} run {run}: p50 {} µs, p99 {} µs, max {} µs, lost {} of {}, server CPU {:.1} %, generator {:.1} % (busiest thread {:.1} %), machine {:.0} %",
+                "   {what} {dialect} run {run}: p50 {} µs, p99 {} µs, max {} µs, lost {} of {}, server CPU {:.1} %, generator {:.1} % (busiest thread {:.1} %), machine {:.0} %, errors {}",
                 num(f.p50_us), num(f.p99_us), num(f.max_us), f.lost, f.sent, f.cpu.server_pct,
-                f.cpu.generator_pct, f.cpu.generator_busiest_thread_pct, f.cpu.machine_pct
+                f.cpu.generator_pct, f.cpu.generator_busiest_thread_pct, f.cpu.machine_pct, f.errors
             );
             table.add(&what, "p50 (µs)", dialect, f.p50_us);
             table.add(&what, "p99 (µs)", dialect, f.p99_us);
             table.add(&what, "max (µs)", dialect, f.max_us);
             table.add(&what, "lost", dialect, f.lost as f64);
+            table.add(&what, "errors", dialect, f.errors as f64);
             table.add(&what, "server CPU (% of a core)", dialect, f.cpu.server_pct);
             table.add(
                 &what,
