@@ -161,12 +161,83 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
     Ok(lim.rlim_cur)
 }
 
-/// Lowers this thread's timer slack so that short sleeps wake close to their deadline (the
-/// default 50 µs slack would bunch a fixed-rate schedule together).
-pub fn set_thread_timer_slack_ns(ns: u64) {
-    const PR_SET_TIMERSLACK: libc::c_int = 29;
-    // SAFETY: prctl(PR_SET_TIMERSLACK) only changes a scheduling attribute of this thread.
-    unsafe { libc::prctl(PR_SET_TIMERSLACK, ns as libc::c_ulong, 0, 0, 0) };
+/// A CLOCK_MONOTONIC timerfd driven by the tokio reactor: sleeps to an absolute deadline with
+/// the kernel's high-resolution timer (no timer slack, no millisecond rounding as with tokio's
+/// own timer), on the runtime's thread, so a paced sender needs no extra thread.
+pub struct MonoTimer {
+    fd: tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>,
+}
+
+impl MonoTimer {
+    pub fn new() -> io::Result<Self> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: plain syscall; the fd is checked and then owned by OwnedFd.
+        let fd = unsafe {
+            libc::timerfd_create(
+                libc::CLOCK_MONOTONIC,
+                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh, valid descriptor that nothing else owns.
+        let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        // SAFETY: an OwnedFd always reports the descriptor it owns, which stays open until the
+        // AsyncFd (its owner) is dropped.
+        let fd = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(owned, tokio::io::Interest::READABLE)
+        }
+        .map_err(|e| io::Error::other(e.to_string()))?;
+        Ok(Self { fd })
+    }
+
+    /// Returns at (or just after) the monotonic time `t_ns`; at once if it has passed.
+    pub async fn sleep_until_ns(&self, t_ns: u64) -> io::Result<()> {
+        if t_ns <= mono_ns() {
+            return Ok(());
+        }
+        let spec = libc::itimerspec {
+            it_interval: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: libc::timespec {
+                tv_sec: (t_ns / 1_000_000_000) as libc::time_t,
+                tv_nsec: (t_ns % 1_000_000_000) as libc::c_long,
+            },
+        };
+        // SAFETY: valid timerfd and itimerspec; the old value is not asked for.
+        let rc = unsafe {
+            libc::timerfd_settime(
+                self.fd.as_raw_fd(),
+                libc::TFD_TIMER_ABSTIME,
+                &spec,
+                std::ptr::null_mut(),
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        loop {
+            let mut guard = self.fd.readable().await?;
+            let read = guard.try_io(|fd| {
+                let mut expirations = [0u8; 8];
+                // SAFETY: reading 8 bytes into an 8-byte buffer from a valid fd.
+                let n = unsafe { libc::read(fd.as_raw_fd(), expirations.as_mut_ptr().cast(), 8) };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(())
+                }
+            });
+            match read {
+                Ok(result) => return result,
+                // Spurious readiness: wait again.
+                Err(_would_block) => continue,
+            }
+        }
+    }
 }
 
 /// Asks the kernel to send SIGKILL to the calling process when its parent thread exits. Meant
@@ -211,6 +282,26 @@ pub async fn connect_from(source: Ipv4Addr, to: SocketAddr) -> io::Result<TcpStr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mono_timer_wakes_at_its_deadline() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let timer = MonoTimer::new().unwrap();
+            for _ in 0..3 {
+                let deadline = mono_ns() + 300_000;
+                timer.sleep_until_ns(deadline).await.unwrap();
+                let late = mono_ns() - deadline;
+                assert!(mono_ns() >= deadline);
+                assert!(late < 50_000_000, "woke {late} ns late");
+            }
+            // A deadline in the past returns at once.
+            timer.sleep_until_ns(1).await.unwrap();
+        });
+    }
 
     #[test]
     fn proc_readings_of_this_process_are_plausible() {
