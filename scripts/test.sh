@@ -19,11 +19,25 @@ cargo clippy --locked -p frontend --target wasm32-unknown-unknown -- -D warnings
 say "building the release bundle (dist/), which the browser tests load"
 trunk build --release
 say "building tests"
-cargo test --locked --workspace --no-run
+# --all-targets: every lib, bin and integration test (there are no doc tests, whose empty
+# "0 passed" summaries would otherwise close the output).
+cargo test --locked --workspace --all-targets --no-run
 
 # Inside the namespace there is no network at all: everything was fetched and built above.
 userns=()
 [ "$(id -u)" -eq 0 ] || userns=(-r)
 say "running tests (unit, websocket integration, headless Chromium end to end)"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
 unshare "${userns[@]}" -n -p -f --mount-proc \
-  bash -c 'ip link set lo up && exec cargo test --offline --locked --workspace "$@"' -- "$@"
+  bash -c 'ip link set lo up && exec cargo test --offline --locked --workspace --all-targets "$@"' -- "$@" 2>&1 |
+  tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line with the totals over every test binary.
+passed=$(grep '^test result:' "$log" | grep -o '[0-9]* passed' | awk '{ n += $1 } END { print n + 0 }')
+failed=$(grep '^test result:' "$log" | grep -o '[0-9]* failed' | awk '{ n += $1 } END { print n + 0 }')
+echo
+echo "tests: $passed passed, $failed failed"
+exit "$status"
