@@ -1,21 +1,26 @@
 //! The signaling state machine: the room [`Registry`] plus one bounded outbound queue per
 //! connected peer. It has no transport inside: a [`Session`] takes decoded [`ClientMessage`]s
-//! and everything it produces lands in the queues, which tests read as plain channels.
+//! and everything it produces lands in the queues, which a connection reads with
+//! [`Session::recv`] (and tests with [`Session::try_recv`]).
 //!
-//! Locking: one std `Mutex` guards the registry and the queue map together, so that "who is in
-//! the room" and "where do their messages go" can never disagree. It is held only for map
-//! lookups and `try_send` (which never waits); never across an `.await`.
+//! Locking: one std `Mutex` guards the registry and the queues together, so that "who is in the
+//! room" and "where do their messages go" can never disagree. It is held only for map work and
+//! queue pushes and pops (which never wait); never across an `.await`. Tasks waiting on their
+//! queue are woken after the lock is released.
 //!
-//! Queues carry `Box<ServerMessage>`: a tokio channel allocates its first block of 32 slots when
-//! it is created, so a boxed item keeps an idle connection's queue at ~300 bytes instead of ~3 KiB.
-//! Messages are serialized by the receiving connection's task, outside the lock.
+//! The queues live here rather than in channels because an idle connection must be cheap: a tokio
+//! channel costs ~1 KiB per connection before any message (cache-padded state plus a first block
+//! of 32 slots), a queue in this map costs its `VecDeque` (empty until used) and a waker.
+//! Items are boxed `ServerMessage`s, serialized by the receiving connection's task, outside the
+//! lock.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 
 use shared::{ClientMessage, ErrorCode, IceServer, PeerId, ServerMessage, PROTOCOL_VERSION};
-use tokio::sync::mpsc;
 
 use crate::metrics::{Metrics, Relayed};
 use crate::registry::{JoinError, Registry};
@@ -53,8 +58,50 @@ pub struct Hub {
 
 struct Inner {
     registry: Registry,
-    queues: HashMap<PeerId, mpsc::Sender<Outgoing>>,
+    queues: HashMap<PeerId, Queue>,
+    /// Most messages one queue may hold.
+    queue_capacity: usize,
     metrics: Arc<Metrics>,
+    /// Tasks to wake once the lock is released (see [`Locked`]).
+    wakes: Vec<Waker>,
+}
+
+/// One connection's outbound messages, and its task's waker while it waits for one.
+#[derive(Default)]
+struct Queue {
+    items: VecDeque<Outgoing>,
+    waker: Option<Waker>,
+}
+
+/// The hub's lock. Dropping it releases the mutex first, then wakes the tasks that got messages,
+/// so that a woken task never finds the lock still held.
+struct Locked<'a> {
+    guard: Option<MutexGuard<'a, Inner>>,
+}
+
+impl Deref for Locked<'_> {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        self.guard.as_ref().expect("held until dropped")
+    }
+}
+
+impl DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut Inner {
+        self.guard.as_mut().expect("held until dropped")
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        if let Some(mut guard) = self.guard.take() {
+            let wakes = std::mem::take(&mut guard.wakes);
+            drop(guard);
+            for waker in wakes {
+                waker.wake();
+            }
+        }
+    }
 }
 
 impl Hub {
@@ -69,7 +116,9 @@ impl Hub {
             inner: Mutex::new(Inner {
                 registry: Registry::new(config.room_capacity, config.max_rooms),
                 queues: HashMap::new(),
+                queue_capacity: config.queue_capacity.max(1),
                 metrics: Arc::clone(&metrics),
+                wakes: Vec::new(),
             }),
             config,
             next_id: AtomicU64::new(1),
@@ -81,17 +130,15 @@ impl Hub {
         &self.metrics
     }
 
-    /// Registers a new connection: a fresh [`PeerId`] and the receiving end of its queue. The
-    /// queue closes when the hub drops the peer (it left, or it fell too far behind).
-    pub fn connect(self: &Arc<Self>) -> (Session, mpsc::Receiver<Outgoing>) {
+    /// Registers a new connection: a fresh [`PeerId`] with an empty queue. The queue closes
+    /// ([`Session::recv`] gives `None`) when the hub drops the peer for falling too far behind.
+    pub fn connect(self: &Arc<Self>) -> Session {
         let id = PeerId::new(self.next_id.fetch_add(1, Ordering::Relaxed));
-        let (tx, rx) = mpsc::channel(self.config.queue_capacity);
-        self.lock().queues.insert(id, tx);
-        let session = Session {
+        self.lock().queues.insert(id, Queue::default());
+        Session {
             id,
             hub: Arc::clone(self),
-        };
-        (session, rx)
+        }
     }
 
     pub fn room_count(&self) -> usize {
@@ -102,18 +149,20 @@ impl Hub {
         self.lock().queues.len()
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
+    fn lock(&self) -> Locked<'_> {
         // A panic while holding this lock would be a bug in this module; the data is still
         // consistent enough to keep relaying (every method leaves it valid between statements).
-        self.inner
+        let guard = self
+            .inner
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        Locked { guard: Some(guard) }
     }
 }
 
 impl Inner {
     /// Queues `message` for `to`. A peer whose queue is full is not reading: it is removed (its
-    /// queue's sender dropped, which closes its connection) and its room is told it left.
+    /// queue closed, which closes its connection) and its room is told it left.
     fn send(&mut self, to: PeerId, message: ServerMessage) {
         let mut overflowed = Vec::new();
         self.send_collecting(to, message, &mut overflowed);
@@ -137,23 +186,31 @@ impl Inner {
         message: ServerMessage,
         overflowed: &mut Vec<PeerId>,
     ) {
-        if let Some(queue) = self.queues.get(&to) {
-            match queue.try_send(Box::new(message)) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    if !overflowed.contains(&to) {
-                        overflowed.push(to);
-                    }
-                }
-                // The connection is already going away; its session will clean up.
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
+        // No queue: the peer is already gone.
+        let Some(queue) = self.queues.get_mut(&to) else {
+            return;
+        };
+        if queue.items.len() >= self.queue_capacity {
+            if !overflowed.contains(&to) {
+                overflowed.push(to);
             }
+            return;
+        }
+        queue.items.push_back(Box::new(message));
+        if let Some(waker) = queue.waker.take() {
+            self.wakes.push(waker);
         }
     }
 
-    /// Takes `peer` out of its room (telling the others) and forgets its queue.
+    /// Takes `peer` out of its room (telling the others) and closes its queue (waking its task,
+    /// which then finds it closed).
     fn remove(&mut self, peer: PeerId, overflowed: &mut Vec<PeerId>) {
-        self.queues.remove(&peer);
+        if let Some(Queue {
+            waker: Some(waker), ..
+        }) = self.queues.remove(&peer)
+        {
+            self.wakes.push(waker);
+        }
         self.leave(peer, overflowed);
     }
 
@@ -189,6 +246,41 @@ pub struct Session {
 impl Session {
     pub fn id(&self) -> PeerId {
         self.id
+    }
+
+    /// The next message for this connection; `None` once the hub has dropped it (its queue
+    /// overflowed: it was not reading). Waits without holding the lock.
+    pub async fn recv(&self) -> Option<Outgoing> {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    pub fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<Outgoing>> {
+        let mut inner = self.hub.lock();
+        let Some(queue) = inner.queues.get_mut(&self.id) else {
+            return Poll::Ready(None);
+        };
+        if let Some(message) = queue.items.pop_front() {
+            return Poll::Ready(Some(message));
+        }
+        match &mut queue.waker {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            slot => *slot = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    /// The next message if one is queued now (`None`: empty, or dropped by the hub).
+    pub fn try_recv(&self) -> Option<Outgoing> {
+        self.hub
+            .lock()
+            .queues
+            .get_mut(&self.id)
+            .and_then(|queue| queue.items.pop_front())
+    }
+
+    /// False once the hub has dropped this connection as a slow reader.
+    pub fn is_open(&self) -> bool {
+        self.hub.lock().queues.contains_key(&self.id)
     }
 
     /// Handles one decoded request. Replies (including errors) go to this session's own queue.
@@ -367,9 +459,9 @@ mod tests {
         }
     }
 
-    fn drain(rx: &mut mpsc::Receiver<Outgoing>) -> Vec<ServerMessage> {
+    fn drain(session: &Session) -> Vec<ServerMessage> {
         let mut out = Vec::new();
-        while let Ok(message) = rx.try_recv() {
+        while let Some(message) = session.try_recv() {
             out.push(*message);
         }
         out
@@ -385,65 +477,62 @@ mod tests {
     #[test]
     fn join_then_relay_stamps_sender() {
         let hub = hub(2);
-        let (a, mut a_rx) = hub.connect();
-        let (b, mut b_rx) = hub.connect();
+        let a = hub.connect();
+        let b = hub.connect();
         let _ = a.handle(join("x"));
         let _ = b.handle(join("x"));
         assert!(
-            matches!(&drain(&mut b_rx)[..], [ServerMessage::Joined { peers, .. }] if peers == &[a.id()])
+            matches!(&drain(&b)[..], [ServerMessage::Joined { peers, .. }] if peers == &[a.id()])
         );
-        assert_eq!(
-            drain(&mut a_rx)[1..],
-            [ServerMessage::PeerJoined { peer: b.id() }]
-        );
+        assert_eq!(drain(&a)[1..], [ServerMessage::PeerJoined { peer: b.id() }]);
         let _ = a.handle(offer(b.id()));
         assert!(
-            matches!(&drain(&mut b_rx)[..], [ServerMessage::Description { from, .. }] if *from == a.id())
+            matches!(&drain(&b)[..], [ServerMessage::Description { from, .. }] if *from == a.id())
         );
-        assert!(drain(&mut a_rx).is_empty());
+        assert!(drain(&a).is_empty());
     }
 
     #[test]
     fn media_state_goes_to_the_rest_of_the_room_stamped() {
         let hub = hub(3);
-        let (a, mut a_rx) = hub.connect();
-        let (b, mut b_rx) = hub.connect();
-        let (c, mut c_rx) = hub.connect();
+        let a = hub.connect();
+        let b = hub.connect();
+        let c = hub.connect();
         let state = shared::MediaState {
             muted: true,
             camera_off: false,
         };
         let _ = a.handle(ClientMessage::MediaState(state));
-        assert_eq!(error_code(&drain(&mut a_rx)), Some(ErrorCode::NotInRoom));
+        assert_eq!(error_code(&drain(&a)), Some(ErrorCode::NotInRoom));
         let _ = a.handle(join("x"));
         let _ = b.handle(join("x"));
         let _ = c.handle(join("y"));
-        drain(&mut a_rx);
-        drain(&mut b_rx);
-        drain(&mut c_rx);
+        drain(&a);
+        drain(&b);
+        drain(&c);
         let _ = a.handle(ClientMessage::MediaState(state));
         assert_eq!(
-            drain(&mut b_rx),
+            drain(&b),
             [ServerMessage::PeerMediaState {
                 peer: a.id(),
                 state
             }]
         );
-        assert!(drain(&mut a_rx).is_empty(), "not echoed to the sender");
-        assert!(drain(&mut c_rx).is_empty(), "not to other rooms");
+        assert!(drain(&a).is_empty(), "not echoed to the sender");
+        assert!(drain(&c).is_empty(), "not to other rooms");
     }
 
     #[test]
     fn relay_outside_room_is_refused() {
         let hub = hub(2);
-        let (a, mut a_rx) = hub.connect();
-        let (b, mut b_rx) = hub.connect();
+        let a = hub.connect();
+        let b = hub.connect();
         let _ = a.handle(offer(b.id()));
-        assert_eq!(error_code(&drain(&mut a_rx)), Some(ErrorCode::NotInRoom));
+        assert_eq!(error_code(&drain(&a)), Some(ErrorCode::NotInRoom));
         let _ = a.handle(join("x"));
         let _ = b.handle(join("y"));
-        drain(&mut a_rx);
-        drain(&mut b_rx);
+        drain(&a);
+        drain(&b);
         let _ = a.handle(ClientMessage::IceCandidate {
             to: b.id(),
             candidate: IceCandidate {
@@ -453,68 +542,107 @@ mod tests {
                 username_fragment: None,
             },
         });
-        assert_eq!(error_code(&drain(&mut a_rx)), Some(ErrorCode::UnknownPeer));
-        assert!(drain(&mut b_rx).is_empty());
+        assert_eq!(error_code(&drain(&a)), Some(ErrorCode::UnknownPeer));
+        assert!(drain(&b).is_empty());
         let _ = a.handle(offer(a.id()));
-        assert_eq!(error_code(&drain(&mut a_rx)), Some(ErrorCode::UnknownPeer));
+        assert_eq!(error_code(&drain(&a)), Some(ErrorCode::UnknownPeer));
     }
 
     #[test]
     fn stale_protocol_version_is_refused() {
         let hub = hub(2);
-        let (a, mut a_rx) = hub.connect();
+        let a = hub.connect();
         let _ = a.handle(ClientMessage::Join {
             room: RoomName::new("x").unwrap(),
             version: 0,
         });
-        assert_eq!(
-            error_code(&drain(&mut a_rx)),
-            Some(ErrorCode::UnsupportedVersion)
-        );
+        assert_eq!(error_code(&drain(&a)), Some(ErrorCode::UnsupportedVersion));
         assert_eq!(hub.room_count(), 0);
     }
 
     #[test]
     fn drop_tells_the_room_and_removes_it_when_empty() {
         let hub = hub(2);
-        let (a, mut a_rx) = hub.connect();
-        let (b, _b_rx) = hub.connect();
+        let a = hub.connect();
+        let b = hub.connect();
         let _ = a.handle(join("x"));
         let _ = b.handle(join("x"));
-        drain(&mut a_rx);
+        drain(&a);
         let b_id = b.id();
         drop(b);
-        assert_eq!(drain(&mut a_rx), [ServerMessage::PeerLeft { peer: b_id }]);
+        assert_eq!(drain(&a), [ServerMessage::PeerLeft { peer: b_id }]);
         drop(a);
         assert_eq!(hub.room_count(), 0);
         assert_eq!(hub.connection_count(), 0);
     }
 
+    #[tokio::test]
+    async fn recv_waits_for_a_message_and_ends_when_dropped() {
+        let hub = hub(2);
+        let a = Arc::new(hub.connect());
+        let b = hub.connect();
+        let _ = a.handle(join("x"));
+        drain(&a);
+        let waiting = tokio::spawn({
+            let a = Arc::clone(&a);
+            async move { a.recv().await.map(|m| *m) }
+        });
+        tokio::task::yield_now().await;
+        let _ = b.handle(join("x"));
+        assert_eq!(
+            waiting.await.unwrap(),
+            Some(ServerMessage::PeerJoined { peer: b.id() })
+        );
+        // Overflowing a's queue (8) drops it, which wakes a waiting task with `None`.
+        let waiting = tokio::spawn({
+            let a = Arc::clone(&a);
+            async move {
+                let mut got = 0;
+                while a.recv().await.is_some() {
+                    got += 1;
+                }
+                got
+            }
+        });
+        tokio::task::yield_now().await;
+        for _ in 0..100 {
+            let _ = b.handle(ClientMessage::MediaState(shared::MediaState::default()));
+        }
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+            .await
+            .expect("the waiting task was woken")
+            .unwrap();
+        assert!(got <= 100, "{got}");
+        assert!(!a.is_open());
+    }
+
     #[test]
     fn slow_reader_is_dropped_and_its_room_told() {
         let hub = hub(2);
-        let (a, mut a_rx) = hub.connect();
-        let (b, mut b_rx) = hub.connect();
+        let a = hub.connect();
+        let b = hub.connect();
         let _ = a.handle(join("x"));
         let _ = b.handle(join("x"));
-        drain(&mut a_rx);
+        drain(&a);
         // b never reads: its queue (8) fills, then it is dropped.
         let mut a_got = Vec::new();
         for _ in 0..20 {
             let _ = a.handle(offer(b.id()));
-            a_got.extend(drain(&mut a_rx));
+            a_got.extend(drain(&a));
         }
         assert!(a_got.contains(&ServerMessage::PeerLeft { peer: b.id() }));
-        // b's queue is closed: it sees what was queued, then the end.
-        let mut seen = 0;
-        while let Ok(_message) = b_rx.try_recv() {
-            seen += 1;
-        }
-        assert_eq!(seen, 8);
-        assert!(b_rx.is_closed());
+        // b's queue is closed (what was in it is dropped: b was not reading anyway).
+        assert!(!b.is_open());
+        assert!(b.try_recv().is_none());
+        let waker = futures_util::task::noop_waker();
+        assert_eq!(
+            b.poll_recv(&mut Context::from_waker(&waker))
+                .map(|m| m.is_none()),
+            Poll::Ready(true)
+        );
         assert_eq!(hub.connection_count(), 1);
         // Further requests from the dropped session do nothing.
         let _ = b.handle(offer(a.id()));
-        assert!(drain(&mut a_rx).is_empty());
+        assert!(drain(&a).is_empty());
     }
 }

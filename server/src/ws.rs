@@ -6,6 +6,7 @@
 //! Memory: an idle connection is one task, small tungstenite buffers ([`READ_BUFFER_BYTES`]),
 //! one hub queue and one timer. Nothing grows unless the client sends or receives.
 
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,13 +19,12 @@ use axum::response::Response;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use shared::{ClientMessage, ErrorCode};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::hub::{Outgoing, Session};
-use crate::limits::{client_ip, TokenBucket, UpgradeRefused};
-use crate::metrics::{Metrics, Rejection};
+use crate::limits::{client_ip, Permit, TokenBucket, UpgradeRefused};
+use crate::metrics::Rejection;
 use crate::AppState;
 
 /// Close codes (RFC 6455 section 7.4.1) this server uses.
@@ -41,7 +41,7 @@ pub mod close_code {
 /// Initial read buffer of each websocket. axum's default (128 KiB) becomes resident after the
 /// first read and would dominate an idle connection's memory; signaling messages are a few
 /// hundred bytes (ICE) to a few KiB (SDP), and a bigger one simply grows the buffer.
-pub const READ_BUFFER_BYTES: usize = 1024;
+pub const READ_BUFFER_BYTES: usize = 512;
 
 /// Outgoing frames are collected up to this size before a write: several queued messages then go
 /// out in one syscall. Every batch is flushed, so nothing waits for the buffer to fill.
@@ -105,10 +105,12 @@ pub async fn upgrade(
         .max_write_buffer_size(WRITE_BUFFER_BYTES + 2 * hard_limit)
         .max_message_size(hard_limit)
         .max_frame_size(hard_limit)
-        .on_upgrade(move |socket| async move {
-            serve(socket, state, ip).await;
-            drop(permit);
-            drop(open);
+        .on_upgrade(move |socket| {
+            // Split here, outside the task's future: an `async` block or fn keeps every argument
+            // it was given for its whole life, and a `WebSocket` is ~370 bytes, which would sit
+            // unused in every idle connection's task. The halves are a pointer and a slot.
+            let (sink, stream) = socket.split();
+            Connection::new(state, ip, permit, open).run(sink, stream)
         }))
 }
 
@@ -147,107 +149,121 @@ impl End {
     }
 }
 
-/// Counts this connection in `connections_open` for as long as it lives.
-struct OpenGauge(Arc<Metrics>);
-
-impl OpenGauge {
-    fn new(metrics: &Arc<Metrics>) -> Self {
-        metrics.connections_open.inc();
-        Self(Arc::clone(metrics))
-    }
-}
-
-impl Drop for OpenGauge {
-    fn drop(&mut self) {
-        self.0.connections_open.dec();
-    }
-}
-
-async fn serve(socket: WebSocket, state: Arc<AppState>, ip: Option<IpAddr>) {
-    let _open = OpenGauge::new(&state.metrics);
-    let (session, queue) = state.hub.connect();
-    let span = tracing::info_span!(
-        "conn",
-        peer = %session.id(),
-        ip = ip.map(tracing::field::display),
-        room = tracing::field::Empty,
-    );
-    let connection = Connection {
-        bucket: TokenBucket::new(state.ws.rate_burst, state.ws.rate_per_sec, Instant::now()),
-        bad_messages: 0,
-        session,
-        state: Arc::clone(&state),
-        span: span.clone(),
-    };
-    connection.run(socket, queue).instrument(span).await;
-}
-
+/// One websocket's state, besides the socket halves. Dropping it leaves the room, gives back the
+/// connection's place (`Permit`), and uncounts it from `connections_open`.
 struct Connection {
     session: Session,
     state: Arc<AppState>,
     bucket: TokenBucket,
     bad_messages: u32,
     span: tracing::Span,
+    _permit: Permit,
+    /// See `AppState::connections`: held until the close frame is out.
+    _open: tokio::sync::watch::Receiver<()>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.state.metrics.connections_open.dec();
+    }
 }
 
 type Sink = SplitSink<WebSocket, Message>;
 type Stream = SplitStream<WebSocket>;
 
 impl Connection {
-    async fn run(mut self, socket: WebSocket, mut queue: mpsc::Receiver<Outgoing>) {
+    fn new(
+        state: Arc<AppState>,
+        ip: Option<IpAddr>,
+        permit: Permit,
+        open: tokio::sync::watch::Receiver<()>,
+    ) -> Self {
+        state.metrics.connections_open.inc();
+        let session = state.hub.connect();
+        let span = tracing::info_span!(
+            "conn",
+            peer = %session.id(),
+            ip = ip.map(tracing::field::display),
+            room = tracing::field::Empty,
+        );
+        Self {
+            bucket: TokenBucket::new(state.ws.rate_burst, state.ws.rate_per_sec, Instant::now()),
+            bad_messages: 0,
+            session,
+            state,
+            span,
+            _permit: permit,
+            _open: open,
+        }
+    }
+
+    /// The connection's whole life, in its span: the task's future. Not an `async fn`, whose
+    /// arguments would be stored once more beside the block's; the ending is boxed, so that
+    /// only what an idle connection needs is in the task (see [`READ_BUFFER_BYTES`]).
+    fn run(self, sink: Sink, stream: Stream) -> impl Future<Output = ()> + Send + 'static {
+        let span = self.span.clone();
+        let mut this = self;
+        let (mut sink, mut stream) = (sink, stream);
+        async move {
+            let end = this.serve(&mut sink, &mut stream).await;
+            Box::pin(this.finish(end, sink, stream)).await;
+        }
+        .instrument(span)
+    }
+
+    async fn serve(&mut self, sink: &mut Sink, stream: &mut Stream) -> End {
         tracing::debug!("connected");
-        let settings = self.state.ws.clone();
-        let (mut sink, mut stream) = socket.split();
+        let ping_interval = self.state.ws.ping_interval;
+        let ping_timeout = self.state.ws.ping_timeout;
         // One timer per connection. Idle: fires when the next ping is due. After a ping: fires
         // when the answer is overdue. Any frame from the client counts as an answer.
-        let ping = tokio::time::sleep(settings.ping_interval.unwrap_or(Duration::MAX / 4));
+        let ping = tokio::time::sleep(ping_interval.unwrap_or(Duration::MAX / 4));
         tokio::pin!(ping);
         let mut ping_sent: Option<Instant> = None;
-        let end = loop {
+        loop {
             tokio::select! {
                 frame = stream.next() => {
-                    if let (Some(sent), Some(interval)) = (ping_sent.take(), settings.ping_interval) {
+                    if let (Some(sent), Some(interval)) = (ping_sent.take(), ping_interval) {
                         ping.as_mut().reset(sent + interval);
                     }
                     match frame {
                         Some(Ok(message)) => {
                             if let Some(end) = self.on_frame(message) {
-                                break end;
+                                return end;
                             }
                         }
-                        Some(Err(err)) => break self.on_read_error(err),
-                        None => break End::Gone,
+                        Some(Err(err)) => return self.on_read_error(err),
+                        None => return End::Gone,
                     }
                 }
-                outgoing = queue.recv() => match outgoing {
+                outgoing = self.session.recv() => match outgoing {
                     Some(first) => {
-                        if !write_batch(&mut sink, first, &mut queue, settings.ping_timeout).await {
+                        if !write_batch(sink, first, &self.session, ping_timeout).await {
                             tracing::debug!("write failed or timed out");
-                            break End::Gone;
+                            return End::Gone;
                         }
                     }
                     // The hub dropped this peer: it stopped reading and its queue overflowed.
-                    None => break End::abrupt(close_code::POLICY, "too slow: messages were not being read"),
+                    None => return End::abrupt(close_code::POLICY, "too slow: messages were not being read"),
                 },
-                () = &mut ping, if settings.ping_interval.is_some() => {
+                () = &mut ping, if ping_interval.is_some() => {
                     if ping_sent.is_some() {
                         tracing::info!("no answer to a keep-alive ping; dropping the connection");
                         self.state.metrics.keepalive_timeouts.inc();
-                        break End::abrupt(close_code::POLICY, "no answer to keep-alive pings");
+                        return End::abrupt(close_code::POLICY, "no answer to keep-alive pings");
                     }
                     let now = Instant::now();
-                    if !write(&mut sink, Message::Ping(Default::default()), settings.ping_timeout).await {
-                        break End::Gone;
+                    if !write(sink, Message::Ping(Default::default()), ping_timeout).await {
+                        return End::Gone;
                     }
                     ping_sent = Some(now);
-                    ping.as_mut().reset(now + settings.ping_timeout);
+                    ping.as_mut().reset(now + ping_timeout);
                 }
                 () = self.state.shutdown.cancelled() => {
-                    break End::abrupt(close_code::GOING_AWAY, "server shutting down");
+                    return End::abrupt(close_code::GOING_AWAY, "server shutting down");
                 }
             }
-        };
-        self.finish(end, sink, stream, queue).await;
+        }
     }
 
     /// Handles one frame; `Some` ends the connection.
@@ -349,13 +365,7 @@ impl Connection {
         End::Gone
     }
 
-    async fn finish(
-        self,
-        end: End,
-        mut sink: Sink,
-        mut stream: Stream,
-        mut queue: mpsc::Receiver<Outgoing>,
-    ) {
+    async fn finish(self, end: End, mut sink: Sink, mut stream: Stream) {
         let timeout = self.state.ws.ping_timeout;
         tracing::debug!(?end, "closing");
         match end {
@@ -370,7 +380,7 @@ impl Connection {
                 polite,
             } => {
                 if polite {
-                    while let Ok(message) = queue.try_recv() {
+                    while let Some(message) = self.session.try_recv() {
                         if !write(&mut sink, text_frame(&message), timeout).await {
                             break;
                         }
@@ -391,7 +401,7 @@ impl Connection {
             }
         }
         // Leaves the room (the others get `peerLeft`) before the socket is dropped.
-        drop(self.session);
+        drop(self);
         tracing::debug!("disconnected");
     }
 }
@@ -429,13 +439,15 @@ async fn write(sink: &mut Sink, frame: Message, timeout: Duration) -> bool {
 async fn write_batch(
     sink: &mut Sink,
     first: Outgoing,
-    queue: &mut mpsc::Receiver<Outgoing>,
+    session: &Session,
     timeout: Duration,
 ) -> bool {
     let batch = async {
         sink.feed(text_frame(&first)).await?;
         for _ in 1..MAX_BATCH {
-            let Ok(message) = queue.try_recv() else { break };
+            let Some(message) = session.try_recv() else {
+                break;
+            };
             sink.feed(text_frame(&message)).await?;
         }
         sink.flush().await

@@ -14,13 +14,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use proptest::prelude::*;
-use server::hub::{Hub, HubConfig, Outgoing, Session};
+use server::hub::{Hub, HubConfig, Session};
 use server::registry::{JoinError, Registry};
 use shared::{
     ClientMessage, ErrorCode, IceCandidate, MediaState, PeerId, RoomName, SdpKind, ServerMessage,
     SessionDescription, PROTOCOL_VERSION,
 };
-use tokio::sync::mpsc;
 
 const ROOMS: [&str; 3] = ["red", "green", "blue"];
 /// Connections a sequence may open.
@@ -53,11 +52,10 @@ fn room(index: usize) -> RoomName {
     RoomName::new(ROOMS[index]).unwrap()
 }
 
-/// One connection of the sequence: its session (until disconnected) and its queue.
+/// One connection of the sequence: its session, until disconnected.
 struct Conn {
     id: PeerId,
     session: Option<Session>,
-    queue: mpsc::Receiver<Outgoing>,
 }
 
 /// The model: members of each room, in joining order.
@@ -89,9 +87,10 @@ impl Model {
     }
 }
 
-fn drain(queue: &mut mpsc::Receiver<Outgoing>) -> Vec<ServerMessage> {
+/// What a connection has been sent (nothing once disconnected: its queue went with it).
+fn drain(session: Option<&Session>) -> Vec<ServerMessage> {
     let mut out = Vec::new();
-    while let Ok(message) = queue.try_recv() {
+    while let Some(message) = session.and_then(Session::try_recv) {
         out.push(*message);
     }
     out
@@ -148,11 +147,10 @@ fn check_hub(capacity: usize, max_rooms: usize, ops: Vec<Op>) -> Result<(), Test
 
         match op {
             Op::Connect if conns.len() < SLOTS => {
-                let (session, queue) = hub.connect();
+                let session = hub.connect();
                 conns.push(Conn {
                     id: session.id(),
                     session: Some(session),
-                    queue,
                 });
             }
             Op::Join { peer, room: r } if live(&conns, peer) => {
@@ -293,8 +291,8 @@ fn check_hub(capacity: usize, max_rooms: usize, ops: Vec<Op>) -> Result<(), Test
             _ => {}
         }
 
-        for (i, conn) in conns.iter_mut().enumerate() {
-            let got = drain(&mut conn.queue);
+        for (i, conn) in conns.iter().enumerate() {
+            let got = drain(conn.session.as_ref());
             if let Some((who, code)) = expected_error.filter(|(who, _)| *who == i) {
                 prop_assert_eq!(
                     error_code(&got),

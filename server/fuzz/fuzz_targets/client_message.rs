@@ -7,9 +7,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use server::hub::{Hub, HubConfig, Outgoing, Session};
+use server::hub::{Hub, HubConfig, Session};
 use shared::{ClientMessage, PeerId, ServerMessage};
-use tokio::sync::mpsc;
 
 const CLIENTS: usize = 3;
 
@@ -20,16 +19,8 @@ fuzz_target!(|data: &[u8]| {
         queue_capacity: 4,
         ice_servers: Vec::new(),
     });
-    let mut clients: Vec<(Option<Session>, mpsc::Receiver<Outgoing>)> = (0..CLIENTS)
-        .map(|_| {
-            let (session, queue) = hub.connect();
-            (Some(session), queue)
-        })
-        .collect();
-    let ids: Vec<PeerId> = clients
-        .iter()
-        .map(|(s, _)| s.as_ref().map(Session::id).unwrap())
-        .collect();
+    let mut clients: Vec<Option<Session>> = (0..CLIENTS).map(|_| Some(hub.connect())).collect();
+    let ids: Vec<PeerId> = clients.iter().flatten().map(Session::id).collect();
 
     for frame in data.split(|b| *b == 0xff) {
         let Some((&selector, text)) = frame.split_first() else {
@@ -37,7 +28,7 @@ fuzz_target!(|data: &[u8]| {
         };
         let who = usize::from(selector) % CLIENTS;
         if selector >= 0xf0 {
-            clients[who].0 = None;
+            clients[who] = None;
             continue;
         }
         // Websocket text frames are UTF-8 (tungstenite refuses anything else).
@@ -49,7 +40,7 @@ fuzz_target!(|data: &[u8]| {
                 // What decodes must encode to something that decodes to the same message.
                 let again = ClientMessage::decode(&message.to_json());
                 assert_eq!(again.as_ref(), Ok(&message));
-                if let Some(session) = &clients[who].0 {
+                if let Some(session) = &clients[who] {
                     let _ = session.handle(message);
                 }
             }
@@ -57,8 +48,8 @@ fuzz_target!(|data: &[u8]| {
                 let _ = (err.code(), err.to_string());
             }
         }
-        for (_, queue) in &mut clients {
-            while let Ok(message) = queue.try_recv() {
+        for session in clients.iter().flatten() {
+            while let Some(message) = session.try_recv() {
                 check(&message, &ids);
             }
         }
