@@ -33,6 +33,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderName, HeaderValue};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -137,6 +138,14 @@ pub async fn run(
     let token = state.shutdown.clone();
     let connections = state.connections.clone();
     let service = app(state).into_make_service_with_connect_info::<SocketAddr>();
+    // Signaling is small messages that must go out now: without TCP_NODELAY, Nagle's algorithm
+    // holds a small write until the previous one is acknowledged, and with the peer's delayed
+    // ACKs that is up to 40 ms for a relayed ICE candidate.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(%err, "cannot set TCP_NODELAY");
+        }
+    });
     let serve = axum::serve(listener, service).with_graceful_shutdown({
         let token = token.clone();
         async move {
