@@ -426,6 +426,20 @@ async fn a_peer_that_stops_answering_pings_is_dropped_and_its_room_told() {
 }
 
 #[tokio::test]
+async fn with_pings_off_a_silent_client_stays() {
+    let server =
+        TestServer::start_with(&["--ping-interval-ms", "0", "--ping-timeout-ms", "100"]).await;
+    let mut pair = Pair::new(&server, "x").await;
+    // Nobody reads for many would-be timeouts.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    pair.assert_relays().await;
+    assert_eq!(
+        server.scrape().await.value("noom_keepalive_timeouts_total"),
+        0.0
+    );
+}
+
+#[tokio::test]
 async fn a_reader_that_falls_behind_is_dropped_and_its_room_told() {
     let server = TestServer::start_with(&[
         "--queue-capacity",
