@@ -331,6 +331,8 @@ pub struct CpuFigures {
     pub server_cpu_s: f64,
     /// The same as % of one core.
     pub server_pct: f64,
+    /// How much of the server's CPU was kernel time (stime), %.
+    pub server_kernel_pct: f64,
     /// All worker processes together, % of one core.
     pub generator_pct: f64,
     /// The busiest worker's client thread, % of one core: near 100 it was saturated.
@@ -357,35 +359,43 @@ impl CpuFigures {
     }
 }
 
+/// What [`measure_server`] saw over the interval.
+struct ServerSample {
+    cpu_s: f64,
+    system_s: f64,
+    wall_s: f64,
+    machine_pct: f64,
+}
+
 /// Samples server CPU and machine jiffies at `from_ns` and `to_ns`.
-async fn measure_server(pid: u32, from_ns: u64, to_ns: u64) -> Result<(f64, f64, f64), Error> {
+async fn measure_server(pid: u32, from_ns: u64, to_ns: u64) -> Result<ServerSample, Error> {
     sleep_until_ns(from_ns).await;
-    let (c0, (b0, t0), w0) = (
-        sys::proc_cpu_ns(pid).map_err(|e| e.to_string())?,
+    let ((u0, s0), (b0, t0), w0) = (
+        sys::proc_cpu_split_ns(pid).map_err(|e| e.to_string())?,
         sys::machine_jiffies().map_err(|e| e.to_string())?,
         mono_ns(),
     );
     sleep_until_ns(to_ns).await;
-    let (c1, (b1, t1), w1) = (
-        sys::proc_cpu_ns(pid).map_err(|e| e.to_string())?,
+    let ((u1, s1), (b1, t1), w1) = (
+        sys::proc_cpu_split_ns(pid).map_err(|e| e.to_string())?,
         sys::machine_jiffies().map_err(|e| e.to_string())?,
         mono_ns(),
     );
-    let wall = (w1 - w0) as f64 / 1e9;
-    let machine = if t1 > t0 {
+    let machine_pct = if t1 > t0 {
         (b1 - b0) as f64 / (t1 - t0) as f64 * 100.0 * sys::nproc() as f64
     } else {
         0.0
     };
-    Ok(((c1 - c0) as f64 / 1e9, wall, machine))
+    Ok(ServerSample {
+        cpu_s: ((u1 + s1) - (u0 + s0)) as f64 / 1e9,
+        system_s: (s1 - s0) as f64 / 1e9,
+        wall_s: (w1 - w0) as f64 / 1e9,
+        machine_pct,
+    })
 }
 
-fn cpu_figures(
-    server_cpu_s: f64,
-    wall_s: f64,
-    machine_pct: f64,
-    results: &[WorkerResult],
-) -> CpuFigures {
+fn cpu_figures(server: &ServerSample, results: &[WorkerResult]) -> CpuFigures {
+    let (server_cpu_s, wall_s, machine_pct) = (server.cpu_s, server.wall_s, server.machine_pct);
     let generator_ns: u64 = results.iter().map(|r| r.cpu_ns).sum();
     let busiest = results
         .iter()
@@ -395,6 +405,11 @@ fn cpu_figures(
     CpuFigures {
         interval_s: wall_s,
         server_cpu_s,
+        server_kernel_pct: if server_cpu_s > 0.0 {
+            server.system_s / server_cpu_s * 100.0
+        } else {
+            0.0
+        },
         server_pct: server_cpu_s / wall_s.max(1e-9) * 100.0,
         generator_pct: generator_ns as f64 / 1e9 / wall_s.max(1e-9) * 100.0,
         generator_busiest_thread_pct: busiest,
@@ -454,12 +469,12 @@ async fn traffic(
     crew.go(t0, p.warmup, p.measure, p.drain).await?;
     let from = t0 + p.warmup.as_nanos() as u64;
     let to = from + p.measure.as_nanos() as u64;
-    let (server_cpu_s, wall_s, machine_pct) = measure_server(target.pid, from, to).await?;
+    let server = measure_server(target.pid, from, to).await?;
     let results = crew
         .results(to + p.drain.as_nanos() as u64 + 30_000_000_000)
         .await?;
     crew.close().await;
-    let cpu = cpu_figures(server_cpu_s, wall_s, machine_pct, &results);
+    let cpu = cpu_figures(&server, &results);
     Ok((results, cpu))
 }
 

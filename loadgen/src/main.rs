@@ -567,6 +567,12 @@ async fn s2(
             table.add(&what, "server CPU (% of a core)", dialect, f.cpu.server_pct);
             table.add(
                 &what,
+                "server kernel time (% of its CPU)",
+                dialect,
+                f.cpu.server_kernel_pct,
+            );
+            table.add(
+                &what,
                 "generator CPU (% of a core, all workers)",
                 dialect,
                 f.cpu.generator_pct,
@@ -632,6 +638,12 @@ async fn s3(
                 f.cpu_s_per_100k,
             );
             table.add(&what, "server CPU (% of a core)", dialect, f.cpu.server_pct);
+            table.add(
+                &what,
+                "server kernel time (% of its CPU)",
+                dialect,
+                f.cpu.server_kernel_pct,
+            );
             table.add(
                 &what,
                 "generator CPU (% of a core, all workers)",

@@ -64,6 +64,11 @@ pub fn rss_kib(pid: u32) -> io::Result<u64> {
 
 /// Another process's utime + stime (all its threads) in nanoseconds, from /proc/PID/stat.
 pub fn proc_cpu_ns(pid: u32) -> io::Result<u64> {
+    proc_cpu_split_ns(pid).map(|(user, system)| user + system)
+}
+
+/// Another process's user and system (kernel) CPU time, nanoseconds, from /proc/PID/stat.
+pub fn proc_cpu_split_ns(pid: u32) -> io::Result<(u64, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // The command name (field 2) is in parentheses and may contain spaces: count from after it.
     let rest = stat
@@ -78,8 +83,11 @@ pub fn proc_cpu_ns(pid: u32) -> io::Result<u64> {
             .and_then(|f| f.parse::<u64>().ok())
             .ok_or_else(|| io::Error::other("unexpected /proc/PID/stat format"))
     };
-    let total = ticks(14)? + ticks(15)?;
-    Ok(total * 1_000_000_000 / clock_ticks_per_sec())
+    let hz = clock_ticks_per_sec();
+    Ok((
+        ticks(14)? * 1_000_000_000 / hz,
+        ticks(15)? * 1_000_000_000 / hz,
+    ))
 }
 
 fn clock_ticks_per_sec() -> u64 {
