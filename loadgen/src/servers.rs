@@ -216,12 +216,11 @@ pub fn prepare_sio(source: &Path, work: &Path) -> io::Result<(PathBuf, SioVersio
     }
     if installed_lock != lock || !dir.join("node_modules/socket.io").is_dir() {
         eprintln!("loadgen: npm ci in {} (once)", dir.display());
-        let status = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+        let mut npm = Command::new("npm");
+        npm.args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
             .current_dir(&dir)
-            .stdin(Stdio::null())
-            .status()
-            .map_err(|e| io::Error::other(format!("cannot run npm: {e}")))?;
+            .stdin(Stdio::null());
+        let status = status_within(npm, "npm ci", Duration::from_secs(600))?;
         if !status.success() {
             return Err(io::Error::other(format!("npm ci failed ({status})")));
         }
@@ -233,6 +232,34 @@ pub fn prepare_sio(source: &Path, work: &Path) -> io::Result<(PathBuf, SioVersio
         express: package_version(&dir, "express"),
     };
     Ok((dir, versions))
+}
+
+/// Runs `command` to completion, killing it (by PID, through its guard) if it takes longer
+/// than `limit`.
+fn status_within(
+    mut command: Command,
+    name: &str,
+    limit: Duration,
+) -> io::Result<std::process::ExitStatus> {
+    let child = command
+        .spawn()
+        .map_err(|e| io::Error::other(format!("cannot run {name}: {e}")))?;
+    let mut guard = ProcessGuard {
+        child,
+        name: name.to_string(),
+    };
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = guard.child.try_wait()? {
+            return Ok(status);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(io::Error::other(format!(
+                "{name} took longer than {limit:?}"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn package_version(dir: &Path, package: &str) -> String {

@@ -317,7 +317,10 @@ async fn room_task(
     let _ = notes.send(Note::Ready);
 
     let mut result = WorkerResult::default();
-    // Wait for Go, answering pings meanwhile.
+    // Wait for Go, answering pings meanwhile. A room whose connection fails now still waits for
+    // Go, so that its failure is reported with the phase's results (one Done per room), not
+    // mistaken for a setup report.
+    let mut alive = true;
     let timing = loop {
         let current = phase.borrow_and_update().clone();
         match current {
@@ -325,12 +328,15 @@ async fn room_task(
             Phase::Close => break None,
             Phase::Setup => {}
         }
-        if let Err(err) = serve_until_changed(&mut room, &mut phase).await {
+        if !alive {
+            if phase.changed().await.is_err() {
+                break None;
+            }
+        } else if let Err(err) = serve_until_changed(&mut room, &mut phase).await {
             result.error(format!("room {index} before the timed phase: {err}"));
-            break None;
+            alive = false;
         }
     };
-    let mut alive = result.errors == 0;
     if let Some(timing) = timing {
         if alive {
             let phase_result = match job.shape {
