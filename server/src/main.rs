@@ -3,7 +3,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use server::{AppState, Config};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -23,7 +23,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let listener = match TcpListener::bind(config.addr).await {
+    let listener = match listen(config.addr, config.listen_backlog) {
         Ok(listener) => listener,
         Err(err) => {
             eprintln!("error: cannot listen on {}: {err}", config.addr);
@@ -49,6 +49,19 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Binds like `TcpListener::bind`, but with our own accept backlog (see `--listen-backlog`).
+fn listen(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // As std and tokio do: a restarted server can bind while old connections sit in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }
 
 /// Ctrl-C, or SIGTERM (what systemd and `kill` send).
