@@ -32,9 +32,10 @@ pub struct Config {
     #[arg(long, env = "NOOM_ADDR", default_value = "127.0.0.1:8080")]
     pub addr: SocketAddr,
 
-    /// Pending TCP connections the kernel queues before the server accepts them. Tokio's default
-    /// (1024) overflows when hundreds of people join at once; an overflowed SYN costs that person
-    /// a one-second retransmit. The kernel caps it at net.core.somaxconn.
+    /// Pending TCP connections the kernel queues before the server accepts them. The default of
+    /// `TcpListener::bind` (128, from mio) overflows when a couple of hundred people join at once;
+    /// an overflowed SYN costs that person a one-second retransmit. The kernel caps it at
+    /// net.core.somaxconn.
     #[arg(long, env = "NOOM_LISTEN_BACKLOG", default_value_t = 4096)]
     pub listen_backlog: u32,
 
