@@ -356,14 +356,42 @@ pub fn limit_args(flags: &[String], user_args: &[String]) -> (Vec<String>, Vec<S
     (args, warnings)
 }
 
-/// Runs `bin --help`.
+/// Runs `bin --help` (for at most 10 s: a binary that ignores `--help` and starts serving is
+/// killed, and then has no flags to raise).
 pub fn server_help(bin: &Path) -> io::Result<String> {
-    let out = Command::new(bin)
+    let mut command = Command::new(bin);
+    command
         .arg("--help")
         .stdin(Stdio::null())
-        .output()
-        .map_err(|e| io::Error::other(format!("cannot run {} --help: {e}", bin.display())))?;
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let name = format!("{} --help", bin.display());
+    let mut child = command
+        .spawn()
+        .map_err(|e| io::Error::other(format!("cannot run {name}: {e}")))?;
+    let stdout = child.stdout.take();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(mut stdout) = stdout {
+            let _ = io::Read::read_to_string(&mut stdout, &mut text);
+        }
+        text
+    });
+    let mut guard = ProcessGuard { child, name };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while guard.child.try_wait()?.is_none() {
+        if std::time::Instant::now() >= deadline {
+            eprintln!(
+                "warning: {} did not exit within 10 s; no limit flags passed",
+                guard.name
+            );
+            drop(guard); // kills it, which ends the reader
+            let _ = reader.join();
+            return Ok(String::new());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(reader.join().unwrap_or_default())
 }
 
 #[cfg(test)]
