@@ -514,6 +514,35 @@ async fn s1(
     }
 }
 
+/// The CPU rows every rate and throughput shape reports: server, generator, everything else.
+fn cpu_rows(table: &mut Table, what: &str, dialect: Dialect, cpu: &coord::CpuFigures) {
+    table.add(what, "server CPU (% of a core)", dialect, cpu.server_pct);
+    table.add(
+        what,
+        "server kernel time (% of its CPU)",
+        dialect,
+        cpu.server_kernel_pct,
+    );
+    table.add(
+        what,
+        "generator CPU (% of a core, all workers)",
+        dialect,
+        cpu.generator_pct,
+    );
+    table.add(
+        what,
+        "generator busiest thread (%)",
+        dialect,
+        cpu.generator_busiest_thread_pct,
+    );
+    table.add(
+        what,
+        "machine CPU, other programs (% of a core)",
+        dialect,
+        cpu.other_pct(),
+    );
+}
+
 fn cpu_notes(table: &mut Table, what: &str, run: u32, dialect: Dialect, cpu: &coord::CpuFigures) {
     if cpu.generator_bound() {
         table.note(format!(
@@ -564,31 +593,7 @@ async fn s2(
             table.add(&what, "max (µs)", dialect, f.max_us);
             table.add(&what, "lost", dialect, f.lost as f64);
             table.add(&what, "errors", dialect, f.errors as f64);
-            table.add(&what, "server CPU (% of a core)", dialect, f.cpu.server_pct);
-            table.add(
-                &what,
-                "server kernel time (% of its CPU)",
-                dialect,
-                f.cpu.server_kernel_pct,
-            );
-            table.add(
-                &what,
-                "generator CPU (% of a core, all workers)",
-                dialect,
-                f.cpu.generator_pct,
-            );
-            table.add(
-                &what,
-                "generator busiest thread (%)",
-                dialect,
-                f.cpu.generator_busiest_thread_pct,
-            );
-            table.add(
-                &what,
-                "machine CPU, other programs (% of a core)",
-                dialect,
-                f.cpu.other_pct(),
-            );
+            cpu_rows(table, &what, dialect, &f.cpu);
             cpu_notes(table, &what, run, dialect, &f.cpu);
             errors_note(table, &what, run, dialect, f.errors, &f.error_samples);
         }
@@ -637,31 +642,7 @@ async fn s3(
                 dialect,
                 f.cpu_s_per_100k,
             );
-            table.add(&what, "server CPU (% of a core)", dialect, f.cpu.server_pct);
-            table.add(
-                &what,
-                "server kernel time (% of its CPU)",
-                dialect,
-                f.cpu.server_kernel_pct,
-            );
-            table.add(
-                &what,
-                "generator CPU (% of a core, all workers)",
-                dialect,
-                f.cpu.generator_pct,
-            );
-            table.add(
-                &what,
-                "generator busiest thread (%)",
-                dialect,
-                f.cpu.generator_busiest_thread_pct,
-            );
-            table.add(
-                &what,
-                "machine CPU, other programs (% of a core)",
-                dialect,
-                f.cpu.other_pct(),
-            );
+            cpu_rows(table, &what, dialect, &f.cpu);
             table.add(&what, "errors", dialect, f.errors as f64);
             cpu_notes(table, &what, run, dialect, &f.cpu);
             errors_note(table, &what, run, dialect, f.errors, &f.error_samples);

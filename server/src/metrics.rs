@@ -15,18 +15,7 @@ use shared::{ClientMessage, ErrorCode};
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Every [`ErrorCode`], in the order of [`code_index`].
-const ERROR_CODES: [ErrorCode; 10] = [
-    ErrorCode::RoomFull,
-    ErrorCode::InvalidRoom,
-    ErrorCode::UnsupportedVersion,
-    ErrorCode::Malformed,
-    ErrorCode::UnknownType,
-    ErrorCode::NotInRoom,
-    ErrorCode::AlreadyJoined,
-    ErrorCode::UnknownPeer,
-    ErrorCode::ServerFull,
-    ErrorCode::RateLimited,
-];
+const ERROR_CODES: [ErrorCode; ErrorCode::ALL.len()] = ErrorCode::ALL;
 
 /// Position of `code` in [`ERROR_CODES`]. Exhaustive, so a new code fails to compile until it is
 /// given a counter.

@@ -342,6 +342,21 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, for counters and tests that must cover them all. `as_str` below is an
+    /// exhaustive match, so a new variant is noticed there; add it here too.
+    pub const ALL: [ErrorCode; 10] = [
+        ErrorCode::RoomFull,
+        ErrorCode::InvalidRoom,
+        ErrorCode::UnsupportedVersion,
+        ErrorCode::Malformed,
+        ErrorCode::UnknownType,
+        ErrorCode::NotInRoom,
+        ErrorCode::AlreadyJoined,
+        ErrorCode::UnknownPeer,
+        ErrorCode::ServerFull,
+        ErrorCode::RateLimited,
+    ];
+
     /// The code as it appears on the wire (`room-full`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -449,18 +464,7 @@ mod tests {
 
     #[test]
     fn error_code_as_str_matches_serde() {
-        for code in [
-            ErrorCode::RoomFull,
-            ErrorCode::InvalidRoom,
-            ErrorCode::UnsupportedVersion,
-            ErrorCode::Malformed,
-            ErrorCode::UnknownType,
-            ErrorCode::NotInRoom,
-            ErrorCode::AlreadyJoined,
-            ErrorCode::UnknownPeer,
-            ErrorCode::ServerFull,
-            ErrorCode::RateLimited,
-        ] {
+        for code in ErrorCode::ALL {
             assert_eq!(
                 serde_json::to_value(code).unwrap(),
                 serde_json::Value::String(code.as_str().into())
