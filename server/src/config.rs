@@ -9,6 +9,7 @@ use axum::http::HeaderName;
 use clap::Parser;
 use shared::IceServer;
 
+use crate::datadir::DataDir;
 use crate::hub::HubConfig;
 use crate::origin::Origin;
 
@@ -38,6 +39,13 @@ pub struct Config {
     /// net.core.somaxconn.
     #[arg(long, env = "NOOM_LISTEN_BACKLOG", default_value_t = 4096)]
     pub listen_backlog: u32,
+
+    /// Where the server keeps what must survive a restart: its secrets, the self-signed
+    /// certificate, the ACME account and certificates. A relative path is taken from the working
+    /// directory, so by default it is a `noom-data` directory beside where the server is
+    /// started. Created (mode 0700) only when something needs it.
+    #[arg(long, env = "NOOM_DATA_DIR", default_value = "noom-data")]
+    pub data_dir: PathBuf,
 
     /// Directory of the built web app (`trunk build --release` writes `dist`).
     #[arg(long, env = "NOOM_DIST", default_value = "dist")]
@@ -144,6 +152,10 @@ impl Config {
     /// Defaults, as if started with no flags and no environment (for tests).
     pub fn defaults() -> Self {
         Self::parse_from(["server"])
+    }
+
+    pub fn data_dir(&self) -> DataDir {
+        DataDir::new(&self.data_dir)
     }
 
     pub fn shutdown_grace(&self) -> Duration {

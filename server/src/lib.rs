@@ -17,6 +17,7 @@
 //! holds a std `Mutex` across an `.await`.
 
 pub mod config;
+pub mod datadir;
 pub mod hub;
 pub mod limits;
 pub mod metrics;
