@@ -12,6 +12,7 @@ use shared::IceServer;
 use crate::datadir::DataDir;
 use crate::hub::HubConfig;
 use crate::origin::Origin;
+use crate::tls::{AcmeSettings, HandshakeLimits, TlsMode, LETS_ENCRYPT_PRODUCTION};
 
 /// The public STUN servers of the tutorial app this product started from.
 pub const DEFAULT_ICE_SERVERS: &[&str] = &[
@@ -133,6 +134,77 @@ pub struct Config {
         value_delimiter = ','
     )]
     pub allowed_origins: Vec<String>,
+
+    // --- TLS (HTTPS); resolved by `Config::tls_mode` into a `tls::TlsMode` ---
+    /// HTTPS: `auto` (the default) serves plain HTTP when --addr is a loopback address and a
+    /// self-signed certificate otherwise (so another device on the LAN gets a secure context);
+    /// `off`: plain HTTP; `self-signed`: always HTTPS with a certificate made once and kept in
+    /// --data-dir. --tls-cert/--tls-key or --acme imply HTTPS with that certificate.
+    /// [default: auto]
+    #[arg(long, env = "NOOM_TLS", value_enum, value_name = "MODE")]
+    pub tls: Option<TlsFlag>,
+
+    /// Certificate chain (PEM) to serve, with --tls-key. Reloaded when it changes on disk (a
+    /// certbot renewal) without a restart; a broken new file keeps the old certificate.
+    #[arg(long, env = "NOOM_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(long, env = "NOOM_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Get a certificate for this domain from an ACME CA (Let's Encrypt by default) with the
+    /// TLS-ALPN-01 challenge on the HTTPS port (so --addr must be reachable from the internet on
+    /// port 443), and renew it before it expires. Repeat for more names (comma-separate in the
+    /// env var). The account and certificates are kept in --data-dir.
+    #[arg(
+        long = "acme",
+        env = "NOOM_ACME",
+        value_delimiter = ',',
+        value_name = "DOMAIN"
+    )]
+    pub acme_domains: Vec<String>,
+
+    /// Contact address given to the ACME CA (expiry warnings, policy changes). Optional.
+    #[arg(long, env = "NOOM_ACME_EMAIL", value_name = "EMAIL")]
+    pub acme_email: Option<String>,
+
+    /// ACME directory URL. [default: https://acme-v02.api.letsencrypt.org/directory (Let's
+    /// Encrypt production); its staging directory is
+    /// https://acme-staging-v02.api.letsencrypt.org/directory]
+    #[arg(long, env = "NOOM_ACME_DIRECTORY", value_name = "URL")]
+    pub acme_directory: Option<String>,
+
+    /// Trust this CA certificate (PEM) for the ACME directory's own HTTPS, instead of the public
+    /// roots: for a private or test ACME server such as pebble.
+    #[arg(long, env = "NOOM_ACME_CA_ROOT", value_name = "FILE")]
+    pub acme_ca_root: Option<PathBuf>,
+
+    /// Also listen on this address with plain HTTP, answering every request with a redirect
+    /// (308) to the same path on the HTTPS port, like `0.0.0.0:80`. Needs HTTPS on.
+    #[arg(long, env = "NOOM_HTTP_REDIRECT", value_name = "ADDR")]
+    pub http_redirect: Option<SocketAddr>,
+
+    /// Milliseconds a client gets to complete its TLS handshake before the connection is closed
+    /// (a client that connects and sends nothing holds no more than this).
+    #[arg(long, env = "NOOM_TLS_HANDSHAKE_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub tls_handshake_timeout_ms: u64,
+
+    /// TLS handshakes in progress at once; further connections wait in the listen queue until
+    /// one finishes. Handshakes do not count against --max-connections.
+    #[arg(long, env = "NOOM_MAX_TLS_HANDSHAKES", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_tls_handshakes: u32,
+    // --- end TLS ---
+}
+
+/// The `--tls` choices (see [`Config::tls_mode`] for how they combine with the other flags).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TlsFlag {
+    Auto,
+    Off,
+    SelfSigned,
 }
 
 /// A configuration value that cannot work.
@@ -146,6 +218,19 @@ pub enum ConfigError {
     BadOrigin(String),
     #[error("--client-ip-header {0:?}: not a valid HTTP header name")]
     BadHeaderName(String),
+    // --- TLS ---
+    #[error("{0} cannot be combined with {1}: choose one way to get a certificate")]
+    TlsConflict(&'static str, &'static str),
+    #[error("{0} needs {1}")]
+    TlsMissing(&'static str, &'static str),
+    #[error("--http-redirect needs HTTPS, which is off here (--tls off, or --tls auto on a loopback --addr)")]
+    RedirectWithoutTls,
+    #[error("--acme {0:?}: expected a DNS name like noom.example.org (no wildcard, no IP address: TLS-ALPN-01 cannot validate those)")]
+    BadAcmeDomain(String),
+    #[error("--acme-email {0:?}: expected an email address like admin@example.org")]
+    BadAcmeEmail(String),
+    #[error("--acme-directory {0:?}: expected an https:// URL")]
+    BadAcmeDirectory(String),
 }
 
 impl Config {
@@ -220,6 +305,115 @@ impl Config {
     pub fn ping_timeout(&self) -> Duration {
         Duration::from_millis(self.ping_timeout_ms.max(1))
     }
+
+    // --- TLS ---
+    /// How the server serves HTTPS, with every contradictory combination of flags refused.
+    /// Pure: reads no file and no interface, so it can be asked anywhere ("is TLS on?").
+    pub fn tls_mode(&self) -> Result<TlsMode, ConfigError> {
+        let files = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+            (Some(_), None) => return Err(ConfigError::TlsMissing("--tls-cert", "--tls-key")),
+            (None, Some(_)) => return Err(ConfigError::TlsMissing("--tls-key", "--tls-cert")),
+            (None, None) => None,
+        };
+        let acme = self.acme_settings()?;
+        let chosen = match self.tls {
+            Some(TlsFlag::Off) => Some("--tls off"),
+            Some(TlsFlag::SelfSigned) => Some("--tls self-signed"),
+            Some(TlsFlag::Auto) | None => None,
+        };
+        if let Some(chosen) = chosen {
+            if files.is_some() {
+                return Err(ConfigError::TlsConflict(chosen, "--tls-cert/--tls-key"));
+            }
+            if acme.is_some() {
+                return Err(ConfigError::TlsConflict(chosen, "--acme"));
+            }
+        }
+        let mode = match (self.tls, files, acme) {
+            (_, Some(_), Some(_)) => {
+                return Err(ConfigError::TlsConflict("--tls-cert/--tls-key", "--acme"))
+            }
+            (_, Some((cert, key)), None) => TlsMode::Files { cert, key },
+            (_, None, Some(acme)) => TlsMode::Acme(acme),
+            (Some(TlsFlag::Off), None, None) => TlsMode::Off,
+            (Some(TlsFlag::SelfSigned), None, None) => TlsMode::SelfSigned,
+            (Some(TlsFlag::Auto) | None, None, None) if self.addr.ip().is_loopback() => {
+                TlsMode::Off
+            }
+            (Some(TlsFlag::Auto) | None, None, None) => TlsMode::SelfSigned,
+        };
+        if self.http_redirect.is_some() && !mode.is_on() {
+            return Err(ConfigError::RedirectWithoutTls);
+        }
+        Ok(mode)
+    }
+
+    fn acme_settings(&self) -> Result<Option<AcmeSettings>, ConfigError> {
+        let domains: Vec<String> = self
+            .acme_domains
+            .iter()
+            .map(|d| d.trim().trim_end_matches('.').to_ascii_lowercase())
+            .filter(|d| !d.is_empty())
+            .collect();
+        if domains.is_empty() {
+            for (set, flag) in [
+                (self.acme_email.is_some(), "--acme-email"),
+                (self.acme_directory.is_some(), "--acme-directory"),
+                (self.acme_ca_root.is_some(), "--acme-ca-root"),
+            ] {
+                if set {
+                    return Err(ConfigError::TlsMissing(flag, "--acme DOMAIN"));
+                }
+            }
+            return Ok(None);
+        }
+        let mut unique: Vec<String> = Vec::with_capacity(domains.len());
+        for domain in domains {
+            if !crate::tls::is_acme_domain(&domain) {
+                return Err(ConfigError::BadAcmeDomain(domain));
+            }
+            if !unique.contains(&domain) {
+                unique.push(domain);
+            }
+        }
+        let email = match self.acme_email.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(email) => {
+                let valid = email.split_once('@').is_some_and(|(user, host)| {
+                    !user.is_empty() && host.contains('.') && !host.contains('@')
+                }) && !email.contains(|c: char| c.is_whitespace() || c.is_control());
+                if !valid {
+                    return Err(ConfigError::BadAcmeEmail(email.to_string()));
+                }
+                Some(email.to_string())
+            }
+        };
+        let directory = match self.acme_directory.as_deref().map(str::trim) {
+            None | Some("") => LETS_ENCRYPT_PRODUCTION.to_string(),
+            Some(url) => {
+                let rest = url.get(..8).filter(|s| s.eq_ignore_ascii_case("https://"));
+                if rest.is_none() || url.len() <= 8 {
+                    return Err(ConfigError::BadAcmeDirectory(url.to_string()));
+                }
+                url.to_string()
+            }
+        };
+        Ok(Some(AcmeSettings {
+            domains: unique,
+            email,
+            directory,
+            ca_root: self.acme_ca_root.clone(),
+        }))
+    }
+
+    pub fn tls_handshake_limits(&self) -> HandshakeLimits {
+        HandshakeLimits {
+            timeout: Duration::from_millis(self.tls_handshake_timeout_ms.max(1)),
+            max_in_flight: (self.max_tls_handshakes as usize).max(1),
+        }
+    }
+    // --- end TLS ---
 
     pub fn hub_config(&self) -> Result<HubConfig, ConfigError> {
         Ok(HubConfig {
@@ -336,4 +530,133 @@ mod tests {
             "x-forwarded-for"
         );
     }
+
+    // --- TLS ---
+    fn mode(args: &[&str]) -> Result<TlsMode, ConfigError> {
+        parse(args).tls_mode()
+    }
+
+    #[test]
+    fn tls_auto_is_plain_http_on_loopback_and_self_signed_elsewhere() {
+        assert_eq!(Config::defaults().tls_mode().unwrap(), TlsMode::Off);
+        assert!(!Config::defaults().tls_mode().unwrap().is_on());
+        assert_eq!(mode(&["--addr", "[::1]:8080"]).unwrap(), TlsMode::Off);
+        assert_eq!(
+            mode(&["--addr", "0.0.0.0:8443"]).unwrap(),
+            TlsMode::SelfSigned
+        );
+        assert_eq!(
+            mode(&["--addr", "198.18.0.1:8443", "--tls", "auto"]).unwrap(),
+            TlsMode::SelfSigned
+        );
+        assert_eq!(
+            mode(&["--addr", "0.0.0.0:8080", "--tls", "off"]).unwrap(),
+            TlsMode::Off
+        );
+        assert_eq!(
+            mode(&["--tls", "self-signed"]).unwrap(),
+            TlsMode::SelfSigned
+        );
+        assert!(mode(&["--tls", "self-signed"]).unwrap().is_on());
+        assert_eq!(
+            mode(&["--tls-cert", "c.pem", "--tls-key", "k.pem"]).unwrap(),
+            TlsMode::Files {
+                cert: "c.pem".into(),
+                key: "k.pem".into()
+            }
+        );
+        let limits = Config::defaults().tls_handshake_limits();
+        assert_eq!(limits.timeout, Duration::from_secs(10));
+        assert_eq!(limits.max_in_flight, 1024);
+    }
+
+    #[test]
+    fn acme_settings_are_checked_and_defaulted() {
+        let TlsMode::Acme(acme) = mode(&[
+            "--acme",
+            "Noom.Example.org",
+            "--acme",
+            "b.example.org,noom.example.org",
+            "--acme-email",
+            "ops@example.org",
+        ])
+        .unwrap() else {
+            panic!("not ACME")
+        };
+        assert_eq!(acme.domains, ["noom.example.org", "b.example.org"]);
+        assert_eq!(acme.email.as_deref(), Some("ops@example.org"));
+        assert_eq!(acme.directory, LETS_ENCRYPT_PRODUCTION);
+        assert_eq!(acme.ca_root, None);
+        let TlsMode::Acme(acme) = mode(&[
+            "--acme",
+            "noom.test",
+            "--acme-directory",
+            "https://127.0.0.1:14000/dir",
+            "--acme-ca-root",
+            "pebble.pem",
+        ])
+        .unwrap() else {
+            panic!("not ACME")
+        };
+        assert_eq!(acme.directory, "https://127.0.0.1:14000/dir");
+        assert_eq!(acme.ca_root, Some("pebble.pem".into()));
+        for (args, needle) in [
+            (vec!["--acme", "*.example.org"], "wildcard"),
+            (vec!["--acme", "192.0.2.1"], "IP address"),
+            (
+                vec!["--acme", "a.example", "--acme-email", "nobody"],
+                "email",
+            ),
+            (
+                vec!["--acme", "a.example", "--acme-directory", "http://x/dir"],
+                "https://",
+            ),
+        ] {
+            let err = mode(&args).unwrap_err();
+            assert!(err.to_string().contains(needle), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn contradictory_tls_flags_are_refused_with_a_reason() {
+        let cases: [(&[&str], &str); 9] = [
+            (
+                &["--tls", "off", "--tls-cert", "c", "--tls-key", "k"],
+                "--tls off cannot be combined with --tls-cert",
+            ),
+            (
+                &["--tls", "self-signed", "--acme", "a.example"],
+                "--tls self-signed cannot be combined with --acme",
+            ),
+            (
+                &["--tls", "off", "--acme", "a.example"],
+                "--tls off cannot be combined with --acme",
+            ),
+            (
+                &["--tls-cert", "c", "--tls-key", "k", "--acme", "a.example"],
+                "--tls-cert/--tls-key cannot be combined with --acme",
+            ),
+            (&["--tls-cert", "c"], "--tls-cert needs --tls-key"),
+            (&["--tls-key", "k"], "--tls-key needs --tls-cert"),
+            (
+                &["--acme-email", "a@b.example"],
+                "--acme-email needs --acme",
+            ),
+            (&["--acme-ca-root", "x.pem"], "--acme-ca-root needs --acme"),
+            (
+                &["--http-redirect", "127.0.0.1:8081"],
+                "--http-redirect needs HTTPS",
+            ),
+        ];
+        for (args, message) in cases {
+            let err = mode(args).unwrap_err();
+            assert!(err.to_string().starts_with(message), "{args:?}: {err}");
+        }
+        // With HTTPS on, the redirect is fine.
+        assert!(mode(&["--tls", "self-signed", "--http-redirect", "127.0.0.1:0"]).is_ok());
+        assert!(Config::try_parse_from(["server", "--tls", "maybe"]).is_err());
+        assert!(Config::try_parse_from(["server", "--tls-handshake-timeout-ms", "0"]).is_err());
+        assert!(Config::try_parse_from(["server", "--max-tls-handshakes", "0"]).is_err());
+    }
+    // --- end TLS ---
 }

@@ -11,7 +11,10 @@
 //! - [`limits`]: connection limits (total, per IP) and the per-connection token bucket.
 //! - [`origin`]: the `Origin` check against cross-site websocket hijacking.
 //! - [`metrics`]: Prometheus counters, served at `/metrics`.
-//! - [`app`] builds the axum router (tests call it directly); [`run`] serves it until shutdown.
+//! - [`tls`]: HTTPS (self-signed, certificate files, ACME), the bounded-handshake listener and
+//!   the HTTP→HTTPS redirect.
+//! - [`app`] builds the axum router (tests call it directly); [`run`] serves it over plain
+//!   HTTP and [`run_tls`] over HTTPS, until shutdown.
 //!
 //! Rules kept everywhere: the server never parses SDP, always stamps `from` itself, and never
 //! holds a std `Mutex` across an `.await`.
@@ -23,6 +26,7 @@ pub mod limits;
 pub mod metrics;
 pub mod origin;
 pub mod registry;
+pub mod tls;
 mod ws;
 
 use std::future::{Future, IntoFuture};
@@ -130,12 +134,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: std::time::Duration,
 ) -> std::io::Result<()> {
-    if !state.dist.join("index.html").is_file() {
-        tracing::warn!(
-            dist = %state.dist.display(),
-            "no index.html in the bundle directory: the app will not load (run `trunk build --release`)"
-        );
-    }
+    warn_if_no_bundle(&state);
     let token = state.shutdown.clone();
     let connections = state.connections.clone();
     let service = app(state).into_make_service_with_connect_info::<SocketAddr>();
@@ -147,20 +146,67 @@ pub async fn run(
             tracing::debug!(%err, "cannot set TCP_NODELAY");
         }
     });
-    let serve = axum::serve(listener, service).with_graceful_shutdown({
-        let token = token.clone();
-        async move {
-            shutdown.await;
-            tracing::info!("shutting down: closing connections");
-            token.cancel();
-        }
-    });
+    let serve = axum::serve(listener, service)
+        .with_graceful_shutdown(shutdown_then_cancel(shutdown, token.clone()))
+        .into_future();
+    drain(serve, token, connections, grace).await
+}
+
+/// [`run`] over HTTPS: the same router, behind a [`tls::TlsListener`] (handshakes in their own
+/// tasks, bounded in time and number). Client addresses reach `ConnectInfo<SocketAddr>` as over
+/// plain HTTP, so the per-IP limits work the same.
+pub async fn run_tls(
+    listener: tls::TlsListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: std::time::Duration,
+) -> std::io::Result<()> {
+    warn_if_no_bundle(&state);
+    let token = state.shutdown.clone();
+    let connections = state.connections.clone();
+    let service = app(state).into_make_service_with_connect_info::<SocketAddr>();
+    // axum gives `ConnectInfo<SocketAddr>` for any listener wrapped by `tap_io` whose address
+    // is a `SocketAddr` (TCP_NODELAY is already set before the handshake).
+    let listener = listener.tap_io(|_| {});
+    let serve = axum::serve(listener, service)
+        .with_graceful_shutdown(shutdown_then_cancel(shutdown, token.clone()))
+        .into_future();
+    drain(serve, token, connections, grace).await
+}
+
+fn warn_if_no_bundle(state: &AppState) {
+    if !state.dist.join("index.html").is_file() {
+        tracing::warn!(
+            dist = %state.dist.display(),
+            "no index.html in the bundle directory: the app will not load (run `trunk build --release`)"
+        );
+    }
+}
+
+/// Waits for `shutdown`, then cancels `token`, which closes every websocket with 1001.
+async fn shutdown_then_cancel(
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    token: CancellationToken,
+) {
+    shutdown.await;
+    tracing::info!("shutting down: closing connections");
+    token.cancel();
+}
+
+/// Runs `serve` until it has returned and every websocket has finished, or until `grace` has
+/// passed since shutdown began.
+async fn drain(
+    serve: impl Future<Output = std::io::Result<()>>,
+    token: CancellationToken,
+    connections: tokio::sync::watch::Sender<()>,
+    grace: std::time::Duration,
+) -> std::io::Result<()> {
     let deadline = async move {
         token.cancelled().await;
         tokio::time::sleep(grace).await;
     };
     let drained = async move {
-        serve.into_future().await?;
+        serve.await?;
         // `serve` has returned once the plain HTTP connections are done, but upgraded ones
         // (websockets) are no longer axum's: wait until their tasks have sent the 1001 close
         // and left their rooms. Without this the binary could exit, dropping those tasks,

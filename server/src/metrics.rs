@@ -65,6 +65,29 @@ impl Rejection {
     }
 }
 
+// --- TLS ---
+/// Why a TLS handshake did not complete, for `noom_tls_handshake_failures_total{reason}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HandshakeFailure {
+    /// Not finished within `--tls-handshake-timeout-ms` (a client that sent nothing, or stalled).
+    Timeout,
+    /// Refused by TLS: not a ClientHello, no common version or cipher, a bad certificate alert,
+    /// a connection reset mid-handshake.
+    Error,
+}
+
+impl HandshakeFailure {
+    const ALL: [HandshakeFailure; 2] = [HandshakeFailure::Timeout, HandshakeFailure::Error];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HandshakeFailure::Timeout => "timeout",
+            HandshakeFailure::Error => "error",
+        }
+    }
+}
+// --- end TLS ---
+
 /// What a relayed message was, for `noom_messages_relayed_total{type}`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Relayed {
@@ -118,6 +141,23 @@ pub struct Metrics {
     pub oversize_closes: Counter,
     /// Connections dropped because a keep-alive ping went unanswered.
     pub keepalive_timeouts: Counter,
+    // --- TLS ---
+    /// TLS handshakes completed (connections handed to the HTTP server).
+    pub tls_handshakes: Counter,
+    tls_handshake_failures: Vec<Counter>,
+    /// TLS handshakes started and not yet handed over.
+    pub tls_handshakes_in_flight: Gauge,
+    /// ACME TLS-ALPN-01 validation connections answered.
+    pub tls_acme_challenges: Counter,
+    /// ACME errors (each retried with backoff).
+    pub tls_acme_errors: Counter,
+    /// Certificate files reloaded after a change on disk.
+    pub tls_certificate_reloads: Counter,
+    /// Changed certificate files that could not be used (the previous certificate stays).
+    pub tls_certificate_reload_failures: Counter,
+    /// When the certificate served now expires, in seconds since the epoch (0: none yet).
+    pub tls_certificate_expiry: Gauge,
+    // --- end TLS ---
 }
 
 impl Default for Metrics {
@@ -227,6 +267,65 @@ impl Metrics {
             keepalive_timeouts.clone(),
         );
 
+        // --- TLS ---
+        let tls_handshakes = Counter::default();
+        registry.register(
+            "tls_handshakes",
+            "TLS handshakes completed",
+            tls_handshakes.clone(),
+        );
+        let tls_failures_family = Family::<Labels, Counter>::default();
+        registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes that failed (error) or did not finish in time (timeout)",
+            tls_failures_family.clone(),
+        );
+        let tls_handshake_failures = HandshakeFailure::ALL
+            .iter()
+            .map(|reason| {
+                tls_failures_family
+                    .get_or_create(&[("reason", reason.as_str())])
+                    .clone()
+            })
+            .collect();
+        let tls_handshakes_in_flight = Gauge::default();
+        registry.register(
+            "tls_handshakes_in_flight",
+            "TLS handshakes in progress",
+            tls_handshakes_in_flight.clone(),
+        );
+        let tls_acme_challenges = Counter::default();
+        registry.register(
+            "tls_acme_challenges",
+            "ACME TLS-ALPN-01 validation connections answered",
+            tls_acme_challenges.clone(),
+        );
+        let tls_acme_errors = Counter::default();
+        registry.register(
+            "tls_acme_errors",
+            "ACME errors (orders, cache); each is retried with backoff",
+            tls_acme_errors.clone(),
+        );
+        let tls_certificate_reloads = Counter::default();
+        registry.register(
+            "tls_certificate_reloads",
+            "Certificate files reloaded after they changed on disk",
+            tls_certificate_reloads.clone(),
+        );
+        let tls_certificate_reload_failures = Counter::default();
+        registry.register(
+            "tls_certificate_reload_failures",
+            "Changed certificate files that could not be used (the previous certificate is kept)",
+            tls_certificate_reload_failures.clone(),
+        );
+        let tls_certificate_expiry = Gauge::default();
+        registry.register(
+            "tls_certificate_expiry_timestamp_seconds",
+            "When the certificate served now expires, in seconds since the Unix epoch (0: none yet)",
+            tls_certificate_expiry.clone(),
+        );
+        // --- end TLS ---
+
         Self {
             registry,
             connections_open,
@@ -240,6 +339,14 @@ impl Metrics {
             bad_message_closes,
             oversize_closes,
             keepalive_timeouts,
+            tls_handshakes,
+            tls_handshake_failures,
+            tls_handshakes_in_flight,
+            tls_acme_challenges,
+            tls_acme_errors,
+            tls_certificate_reloads,
+            tls_certificate_reload_failures,
+            tls_certificate_expiry,
         }
     }
 
@@ -272,6 +379,11 @@ impl Metrics {
         self.rejections[reason as usize].inc();
     }
 
+    /// A TLS handshake that did not complete.
+    pub fn tls_handshake_failed(&self, reason: HandshakeFailure) {
+        self.tls_handshake_failures[reason as usize].inc();
+    }
+
     /// Current values, as OpenMetrics text.
     pub fn encode(&self) -> String {
         let mut out = String::with_capacity(4096);
@@ -296,6 +408,9 @@ mod tests {
         for (index, reason) in Rejection::ALL.iter().enumerate() {
             assert_eq!(*reason as usize, index);
         }
+        for (index, reason) in HandshakeFailure::ALL.iter().enumerate() {
+            assert_eq!(*reason as usize, index);
+        }
         // `received` relies on TYPES listing the variants in declaration order.
         assert_eq!(
             ClientMessage::TYPES,
@@ -312,6 +427,7 @@ mod tests {
         metrics.relayed(Relayed::IceCandidate);
         metrics.received_invalid();
         metrics.connections_open.inc();
+        metrics.tls_handshake_failed(HandshakeFailure::Timeout);
         let text = metrics.encode();
         for line in [
             "noom_errors_total{code=\"rate-limited\"} 2",
@@ -321,6 +437,9 @@ mod tests {
             "noom_messages_received_total{type=\"invalid\"} 1",
             "noom_connections_open 1",
             "noom_keepalive_timeouts_total 0",
+            "noom_tls_handshake_failures_total{reason=\"timeout\"} 1",
+            "noom_tls_handshake_failures_total{reason=\"error\"} 0",
+            "noom_tls_handshakes_in_flight 0",
             "# EOF",
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
