@@ -111,6 +111,17 @@ pub fn from_pem(
     })
 }
 
+/// Logs a warning when `info` has expired or expires within a week (the certificate is served
+/// anyway: refusing to start would not help the people on the call).
+pub fn warn_if_expired(path: &Path, info: &CertInfo) {
+    let left = info.remaining(SystemTime::now());
+    if left.is_zero() {
+        tracing::warn!(cert = %path.display(), "the certificate has expired: browsers will refuse it");
+    } else if left < Duration::from_secs(7 * 86_400) {
+        tracing::warn!(cert = %path.display(), hours_left = left.as_secs() / 3600, "the certificate expires within a week");
+    }
+}
+
 fn read_bounded(path: &Path) -> Result<Vec<u8>, TlsError> {
     use std::io::Read;
     let read = |source| TlsError::Read {
@@ -190,6 +201,7 @@ impl Watcher {
             let loaded = tokio::task::spawn_blocking(move || load(&cert, &key)).await;
             match loaded {
                 Ok(Ok(loaded)) => {
+                    warn_if_expired(&self.cert, &loaded.info);
                     self.slot.set(loaded.key);
                     metrics.tls_certificate_reloads.inc();
                     metrics

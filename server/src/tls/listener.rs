@@ -179,7 +179,7 @@ async fn handshake(
         // A TLS-ALPN-01 validation: the CA has seen the challenge certificate in the
         // handshake; there is nothing to serve on this connection.
         metrics.tls_acme_challenges.inc();
-        tracing::info!(%peer, "answered an ACME TLS-ALPN-01 validation");
+        tracing::debug!(%peer, "answered an ACME TLS-ALPN-01 validation");
         let _ = tokio::time::timeout(
             CHALLENGE_CLOSE,
             tokio::io::AsyncWriteExt::shutdown(&mut tls),

@@ -117,6 +117,10 @@ pub enum TlsError {
     Generate(#[from] rcgen::Error),
     #[error("TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
+    #[error("HTTPS is off in this configuration (--tls off, or --tls auto on a loopback --addr)")]
+    Off,
+    #[error("the certificate task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// The only crypto provider used: ring (no cmake, no aws-lc).
@@ -171,17 +175,14 @@ impl TlsServer {
     ) -> Result<Self, TlsError> {
         let port = local.port();
         match mode {
-            TlsMode::Off => Err(TlsError::Rustls(rustls::Error::General(
-                "TLS is off in this configuration".into(),
-            ))),
+            TlsMode::Off => Err(TlsError::Off),
             TlsMode::SelfSigned => {
                 let names = self_signed::names_for(local);
                 let kept = tokio::task::spawn_blocking({
                     let data_dir = data_dir.clone();
                     move || self_signed::load_or_make(&data_dir, &names)
                 })
-                .await
-                .map_err(|err| TlsError::Rustls(rustls::Error::General(err.to_string())))??;
+                .await??;
                 let urls = self_signed::urls(&kept.names, port);
                 metrics
                     .tls_certificate_expiry
@@ -198,6 +199,7 @@ impl TlsServer {
             TlsMode::Files { cert, key } => {
                 let loaded = files::load(cert, key)?;
                 let info = loaded.info.clone();
+                files::warn_if_expired(cert, &info);
                 metrics
                     .tls_certificate_expiry
                     .set(info.expiry_unix_seconds());
