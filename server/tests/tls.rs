@@ -54,7 +54,11 @@ impl Server {
     /// Starts the binary with `args` (plus `--ice-server none` and a fake `--dist`) and reads
     /// its first stdout line and the lines printed with it.
     fn start(args: &[&str]) -> Self {
-        let dist = common::fake_dist();
+        Self::start_in(common::fake_dist(), args)
+    }
+
+    /// Like [`Server::start`], serving `dist` as the app.
+    fn start_in(dist: tempfile::TempDir, args: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_server"))
             .args(["--ice-server", "none", "--dist"])
             .arg(dist.path())
@@ -1320,4 +1324,76 @@ async fn acme_certificate_from_pebble_is_obtained_served_and_cached() {
     .await
     .expect("the cached certificate was not served after a restart");
     assert_eq!(fingerprint(&presented(&stream)), fingerprint(&issued));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Chromium with the printed SPKI hash
+
+#[test]
+fn chromium_trusting_the_printed_spki_gets_a_secure_context_on_a_lan_address() {
+    in_private_network(&["198.18.0.1"], || {
+        let dist = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dist.path().join("index.html"),
+            "<!doctype html><html><body><div id=out>not run</div><script>\
+             document.getElementById('out').textContent = 'secure=' + window.isSecureContext \
+             + ' media=' + (typeof navigator.mediaDevices);</script></body></html>\n",
+        )
+        .unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let server = Server::start_in(
+            dist,
+            &[
+                "--addr",
+                "198.18.0.1:0",
+                "--data-dir",
+                data.path().to_str().unwrap(),
+            ],
+        );
+        let url = format!("https://198.18.0.1:{}/r/standup", server.port);
+        let chromium = |profile: &str, extra: Option<String>| -> String {
+            let profile = data.path().join(profile);
+            let mut cmd = Command::new("/usr/bin/chromium");
+            cmd.args(["--headless=new", "--no-sandbox", "--disable-gpu"])
+                .arg(format!("--user-data-dir={}", profile.display()))
+                .args(extra)
+                .args(["--dump-dom", &url])
+                .stdin(Stdio::null())
+                .stderr(Stdio::null());
+            let mut child = cmd.stdout(Stdio::piped()).spawn().expect("start chromium");
+            let mut out = String::new();
+            let mut stdout = child.stdout.take().unwrap();
+            let reader = std::thread::spawn(move || {
+                let _ = stdout.read_to_string(&mut out);
+                out
+            });
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while child.try_wait().unwrap().is_none() {
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("chromium did not finish");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            reader.join().unwrap()
+        };
+        let trusted = chromium(
+            "trusting",
+            Some(format!(
+                "--ignore-certificate-errors-spki-list={}",
+                server.spki()
+            )),
+        );
+        assert!(
+            trusted.contains("secure=true media=object"),
+            "with the SPKI flag: {trusted}"
+        );
+        // Without it, the same page does not load: the certificate is refused.
+        let refused = chromium("plain", None);
+        assert!(
+            !refused.contains("secure=true"),
+            "without the flag: {refused}"
+        );
+    });
 }
