@@ -18,7 +18,7 @@
 //! of its own ([`Namespace::run`]): on Linux the network namespace belongs to a thread, and
 //! sockets keep the namespace they were created in, so a socket made there can be used anywhere.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
 use std::fs::File;
 use std::net::Ipv4Addr;
@@ -27,6 +27,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 /// Runs `ip ARGS…` to completion; panics with its stderr when it fails.
 pub fn ip(args: &[&str]) -> String {
@@ -90,6 +91,8 @@ pub struct Namespace {
     /// Interfaces the test made in (or moved into) this namespace, besides `lo`.
     interfaces: Mutex<BTreeSet<String>>,
     routes: Mutex<Vec<Route>>,
+    /// For each veth end here: the namespace and name of its other end.
+    peers: Mutex<BTreeMap<String, (String, String)>>,
 }
 
 impl Namespace {
@@ -113,6 +116,7 @@ impl Namespace {
             name,
             interfaces: Mutex::new(BTreeSet::new()),
             routes: Mutex::new(Vec::new()),
+            peers: Mutex::new(BTreeMap::new()),
         };
         ns.ip(&["link", "set", "lo", "up"]);
         ns.exec(
@@ -147,6 +151,12 @@ impl Namespace {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.name]).arg(program);
         cmd
+    }
+
+    /// Starts `program ARGS…` inside this namespace, stdout and stderr inherited; killed (by PID)
+    /// when the returned guard drops. Use [`Namespace::command`] for more control.
+    pub fn spawn(&self, program: &str, args: &[&str]) -> super::process::Process {
+        super::process::Process::spawn(self.command(program).args(args))
     }
 
     /// Runs `program ARGS…` inside this namespace to completion; panics with stderr on failure.
@@ -276,18 +286,46 @@ impl Namespace {
     }
 
     /// `ip link set DEV up`, then puts back the routes through `dev` added by
-    /// [`Namespace::add_route`] (as a network manager would).
+    /// [`Namespace::add_route`] (as a network manager would). Returns once the link really
+    /// carries packets: the kernel attaches a device's queue only when its deferred link-state
+    /// work runs (up to about a second after carrier comes on), and until then drops what is
+    /// sent. So this waits (blocking, at most 5 s) until `dev`, and a veth's other end if that
+    /// one is up, report the operational state UP.
     pub fn link_up(&self, dev: &str) {
         self.ip(&["link", "set", dev, "up"]);
         self.restore_routes(dev);
+        let peer = self.peers.lock().expect("peers").get(dev).cloned();
+        let peer_up = peer.as_ref().is_some_and(|(ns, peer_dev)| {
+            link_flags_up(&ip(&["-n", ns, "-o", "link", "show", "dev", peer_dev]))
+        });
+        if peer.is_some() && !peer_up {
+            return; // no carrier until the other end comes up
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let here = operstate(&self.ip(&["-o", "link", "show", "dev", dev]));
+            let there = match &peer {
+                Some((ns, peer_dev)) => {
+                    operstate(&ip(&["-n", ns, "-o", "link", "show", "dev", peer_dev]))
+                }
+                None => "UP".to_string(),
+            };
+            let ready = |state: &str| state == "UP" || state == "UNKNOWN";
+            if ready(&here) && ready(&there) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{dev} in {} not operational 5 s after `ip link set up` (state {here}, other end {there})",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Whether `dev` is administratively up.
     pub fn is_up(&self, dev: &str) -> bool {
-        let line = self.ip(&["-o", "link", "show", "dev", dev]);
-        line.split_once('<')
-            .and_then(|(_, rest)| rest.split_once('>'))
-            .is_some_and(|(flags, _)| flags.split(',').any(|f| f == "UP"))
+        link_flags_up(&self.ip(&["-o", "link", "show", "dev", dev]))
     }
 
     /// IPv4 forwarding (`net.ipv4.ip_forward`) in this namespace.
@@ -315,16 +353,33 @@ pub fn veth(a: &Namespace, a_dev: &str, b: &Namespace, b_dev: &str) {
     a.ip(&[
         "link", "add", a_dev, "type", "veth", "peer", "name", b_dev, "netns", &b.name,
     ]);
-    a.interfaces
-        .lock()
-        .expect("interfaces")
-        .insert(a_dev.to_string());
-    b.interfaces
-        .lock()
-        .expect("interfaces")
-        .insert(b_dev.to_string());
-    a.link_up(a_dev);
+    for (ns, dev, other, other_dev) in [(a, a_dev, b, b_dev), (b, b_dev, a, a_dev)] {
+        ns.interfaces
+            .lock()
+            .expect("interfaces")
+            .insert(dev.to_string());
+        ns.peers
+            .lock()
+            .expect("peers")
+            .insert(dev.to_string(), (other.name.clone(), other_dev.to_string()));
+    }
+    a.ip(&["link", "set", a_dev, "up"]);
     b.link_up(b_dev);
+}
+
+/// Whether a line of `ip -o link show` has the UP flag (administratively up).
+fn link_flags_up(line: &str) -> bool {
+    line.split_once('<')
+        .and_then(|(_, rest)| rest.split_once('>'))
+        .is_some_and(|(flags, _)| flags.split(',').any(|f| f == "UP"))
+}
+
+/// The operational state in a line of `ip -o link show` (`UP`, `DOWN`, `LOWERLAYERDOWN`,
+/// `UNKNOWN` for devices without carrier reporting such as lo, dummy or ifb).
+fn operstate(line: &str) -> String {
+    let mut words = line.split_whitespace();
+    words.find(|w| *w == "state");
+    words.next().unwrap_or("UNKNOWN").to_string()
 }
 
 /// Moves the calling thread into the network namespace at `path` (a /run/netns entry). Threads
