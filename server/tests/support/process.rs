@@ -57,6 +57,9 @@ pub struct ServerProcess {
     process: Process,
     pub url: String,
     lines: mpsc::Receiver<String>,
+    /// The server's `--data-dir` (secrets, certificates), a fresh temporary directory unless
+    /// the test passed its own `--data-dir` (to keep one across a restart, say).
+    data_dir: Option<tempfile::TempDir>,
 }
 
 impl ServerProcess {
@@ -95,9 +98,20 @@ impl ServerProcess {
             "no release bundle at {}: run `trunk build --release` first (scripts/test.sh does)",
             dist.display()
         );
-        cmd.args(["--ice-server", "none", "--dist"])
-            .arg(&dist)
-            .args(extra)
+        cmd.args(["--ice-server", "none", "--dist"]).arg(&dist);
+        // Never the default `noom-data` beside the working directory (the package's directory
+        // under cargo test): each server gets its own, unless the test chose one.
+        let data_dir = if extra
+            .iter()
+            .any(|a| *a == "--data-dir" || a.starts_with("--data-dir="))
+        {
+            None
+        } else {
+            let dir = tempfile::tempdir().expect("the server's data directory");
+            cmd.arg("--data-dir").arg(dir.path());
+            Some(dir)
+        };
+        cmd.args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         let mut process = Process::spawn(&mut cmd);
@@ -115,6 +129,7 @@ impl ServerProcess {
             process,
             url: String::new(),
             lines,
+            data_dir,
         };
         let line = server
             .next_line(Duration::from_secs(20))
@@ -140,6 +155,11 @@ impl ServerProcess {
 
     pub fn pid(&self) -> u32 {
         self.process.pid()
+    }
+
+    /// The temporary `--data-dir` the harness gave the server (None if the test passed one).
+    pub fn data_dir(&self) -> Option<&std::path::Path> {
+        self.data_dir.as_ref().map(|d| d.path())
     }
 }
 
