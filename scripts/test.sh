@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Every check and every test, browser ones included: formatting, clippy (native and wasm),
-# the release bundle, then all tests inside a private network namespace that has only `lo`,
-# so WebRTC between the test browsers never leaves this machine. The PID namespace also ends
-# any browser a failing test could leave behind.
+# Every check and every test, browser ones included: formatting, the release bundle and its
+# size budget, clippy (native and wasm), then all tests inside a private network namespace that
+# has only `lo`, so WebRTC between the test browsers never leaves this machine. The PID namespace
+# also ends any browser a failing test could leave behind.
 set -euo pipefail
 source "$(dirname "$0")/setup.sh"
 noom_setup --browser
@@ -12,12 +12,16 @@ say "fetching crates"
 cargo fetch --locked
 say "cargo fmt --check"
 cargo fmt --all --check
-say "clippy (native: shared, server, frontend logic)"
+say "building the release bundle (dist/), which the server embeds and the browser tests load"
+trunk build --release
+# Every cargo command below builds the server with this bundle inside (server/build.rs).
+export NOOM_BUNDLE_DIR="$NOOM_ROOT/dist"
+say "bundle size budget (bytes after brotli, as the server sends them)"
+cargo run --locked --quiet -p bench -- budget --dist "$NOOM_BUNDLE_DIR"
+say "clippy (native: shared, server, frontend logic, bench)"
 cargo clippy --locked --workspace --all-targets -- -D warnings
 say "clippy (wasm frontend)"
 cargo clippy --locked -p frontend --target wasm32-unknown-unknown -- -D warnings
-say "building the release bundle (dist/), which the browser tests load"
-trunk build --release
 say "building tests"
 # --all-targets: every lib, bin and integration test (there are no doc tests, whose empty
 # "0 passed" summaries would otherwise close the output).

@@ -48,9 +48,12 @@ pub struct Config {
     #[arg(long, env = "NOOM_DATA_DIR", default_value = "noom-data")]
     pub data_dir: PathBuf,
 
-    /// Directory of the built web app (`trunk build --release` writes `dist`).
-    #[arg(long, env = "NOOM_DIST", default_value = "dist")]
-    pub dist: PathBuf,
+    /// Serve the web app from this directory (`trunk build --release` writes `dist`) instead of
+    /// the one built into this binary: for development and custom builds. By default the
+    /// built-in app is served; a binary built without one serves `dist` from the working
+    /// directory if it is there, and otherwise says so on `/` (HTTP 503).
+    #[arg(long, env = "NOOM_DIST")]
+    pub dist: Option<PathBuf>,
 
     /// People per room. 2 is a 1:1 call.
     #[arg(long, env = "NOOM_ROOM_CAPACITY", default_value_t = 2,

@@ -3,6 +3,8 @@
 //!
 //! Layout:
 //! - [`config`]: flags and environment variables ([`Config`]).
+//! - [`bundle`]: the web app's files: the bundle built into the binary (precompressed, with
+//!   ETags and cache headers), a `--dist` directory, or a page saying there is none.
 //! - [`registry`]: who is in which room; pure bookkeeping, knows nothing of sockets.
 //! - [`hub`]: the signaling state machine: registry + one bounded outbound queue per peer.
 //!   [`hub::Session`] is one connection's handle; no transport inside, tested over channels.
@@ -19,6 +21,7 @@
 //! Rules kept everywhere: the server never parses SDP, always stamps `from` itself, and never
 //! holds a std `Mutex` across an `.await`.
 
+pub mod bundle;
 pub mod config;
 pub mod datadir;
 pub mod hub;
@@ -31,21 +34,18 @@ mod ws;
 
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{header, HeaderName, HeaderValue};
+use axum::http::{header, HeaderName};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower_http::compression::CompressionLayer;
-use tower_http::services::{ServeDir, ServeFile};
-use tower_http::set_header::SetResponseHeaderLayer;
 
+pub use bundle::StaticFiles;
 pub use config::Config;
 pub use ws::{close_code, READ_BUFFER_BYTES};
 
@@ -54,7 +54,8 @@ pub struct AppState {
     pub hub: Arc<hub::Hub>,
     pub metrics: Arc<metrics::Metrics>,
     pub limiter: Arc<limits::ConnectionLimiter>,
-    pub dist: PathBuf,
+    /// Where the web app comes from (built in, `--dist`, or nowhere).
+    pub static_files: StaticFiles,
     pub max_message_bytes: usize,
     origins: origin::AllowedOrigins,
     client_ip_header: Option<HeaderName>,
@@ -68,7 +69,17 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The state for `config`, serving the web app as `--dist` says ([`StaticFiles::from_config`]).
     pub fn new(config: &Config) -> Result<Arc<Self>, config::ConfigError> {
+        Self::with_static_files(config, StaticFiles::from_config(config.dist.as_deref()))
+    }
+
+    /// The state for `config`, serving the web app from `static_files` (tests serve a bundle
+    /// packed at run time with [`bundle::Bundle::from_dir`]).
+    pub fn with_static_files(
+        config: &Config,
+        static_files: StaticFiles,
+    ) -> Result<Arc<Self>, config::ConfigError> {
         let metrics = Arc::new(metrics::Metrics::new());
         Ok(Arc::new(Self {
             hub: hub::Hub::with_metrics(config.hub_config()?, Arc::clone(&metrics)),
@@ -77,7 +88,7 @@ impl AppState {
                 config.max_connections,
                 config.max_connections_per_ip,
             ),
-            dist: config.dist.clone(),
+            static_files,
             max_message_bytes: config.max_message_bytes,
             origins: origin::AllowedOrigins::new(config.allowed_origins()?),
             client_ip_header: config.client_ip_header()?,
@@ -99,18 +110,9 @@ impl AppState {
 /// deep links. Serve it with `into_make_service_with_connect_info::<SocketAddr>()` (as [`run`]
 /// does) for the per-IP connection limit to see client addresses.
 pub fn app(state: Arc<AppState>) -> Router {
-    let index = state.dist.join("index.html");
-    // The app's own files. Trunk names them with a content hash, so only index.html must be
-    // revalidated on every load; it is also what `/r/<room>` serves, so deep links load the app.
-    // Unknown paths get a real 404 rather than index.html, so a missing asset is visible.
-    let static_files = Router::new()
-        .route_service("/r/{*room}", ServeFile::new(&index))
-        .fallback_service(ServeDir::new(&state.dist))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("no-cache"),
-        ))
-        .layer(CompressionLayer::new());
+    // The app's own files (see `bundle`): `/r/<room>` deep links serve index.html, unknown
+    // paths get a real 404 rather than index.html, so a missing asset is visible.
+    let static_files = state.static_files.router();
     Router::new()
         .route("/ws", get(ws::upgrade))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -134,7 +136,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: std::time::Duration,
 ) -> std::io::Result<()> {
-    warn_if_no_bundle(&state);
+    state.static_files.announce();
     let token = state.shutdown.clone();
     let connections = state.connections.clone();
     let service = app(state).into_make_service_with_connect_info::<SocketAddr>();
@@ -161,7 +163,7 @@ pub async fn run_tls(
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: std::time::Duration,
 ) -> std::io::Result<()> {
-    warn_if_no_bundle(&state);
+    state.static_files.announce();
     let token = state.shutdown.clone();
     let connections = state.connections.clone();
     let service = app(state).into_make_service_with_connect_info::<SocketAddr>();
@@ -174,14 +176,6 @@ pub async fn run_tls(
     drain(serve, token, connections, grace).await
 }
 
-fn warn_if_no_bundle(state: &AppState) {
-    if !state.dist.join("index.html").is_file() {
-        tracing::warn!(
-            dist = %state.dist.display(),
-            "no index.html in the bundle directory: the app will not load (run `trunk build --release`)"
-        );
-    }
-}
 
 /// Waits for `shutdown`, then cancels `token`, which closes every websocket with 1001.
 async fn shutdown_then_cancel(

@@ -56,7 +56,7 @@ async fn main() -> ExitCode {
     // On stdout, one line, so scripts and tests can find the port when started with port 0.
     println!("Noom is listening on http://{addr}");
     let _ = std::io::stdout().flush();
-    tracing::info!(%addr, dist = %config.dist.display(), room_capacity = config.room_capacity, "listening");
+    tracing::info!(%addr, room_capacity = config.room_capacity, "listening");
 
     match server::run(listener, state, shutdown_signal(), config.shutdown_grace()).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -110,7 +110,7 @@ async fn serve_tls(
     }
     let _ = out.flush();
     drop(out);
-    tracing::info!(%addr, dist = %config.dist.display(), room_capacity = config.room_capacity, "listening (HTTPS)");
+    tracing::info!(%addr, room_capacity = config.room_capacity, "listening (HTTPS)");
 
     if let Some(redirect) = redirect {
         let shutdown = state.shutdown.clone();

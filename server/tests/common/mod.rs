@@ -117,7 +117,7 @@ impl TestServer {
         Self {
             addr,
             state,
-            dist: config.dist.clone(),
+            dist: config.dist.clone().expect("test servers always get --dist"),
             _dist_dir: dist_dir,
             shutdown: Some(tx),
             task: Some(task),

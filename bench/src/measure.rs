@@ -1,0 +1,218 @@
+//! The two measurements, done the same way for both apps.
+//!
+//! - **Cold load**: a fresh browser profile opens `/`; every request of the page is recorded
+//!   (bytes as received, `Network.loadingFinished.encodedDataLength`) until the welcome form is
+//!   interactive and the network has been quiet for a second. Time to interactive is measured in
+//!   the page: `performance.now()` (from navigation start) when `#welcome form input` exists,
+//!   is enabled, and the document has finished parsing (so the app's scripts have run: the
+//!   tutorial's are synchronous at the end of `<body>`, Noom's wasm renders the form itself).
+//! - **Call setup**: two fresh browsers. A opens `/`, joins a new room and settles; B opens `/`,
+//!   gets up to the button that joins (Noom: welcome form → lobby, `#join` enabled; the
+//!   tutorial: the welcome form filled in) and settles; then B clicks it. In both pages a
+//!   capturing click listener and `requestVideoFrameCallback` on the remote video stamp
+//!   `performance.timeOrigin + performance.now()` (one machine, one clock): setup is the later
+//!   of the two remote first frames minus B's click.
+
+use std::time::Duration;
+
+use crate::browser::{self, Chrome, Recorder, Request};
+use crate::Error;
+
+/// Time given to one wait in a page.
+const WAIT: Duration = Duration::from_secs(20);
+/// A whole call measurement, browsers included.
+pub const CALL_LIMIT: Duration = Duration::from_secs(90);
+/// A whole cold-load measurement.
+pub const LOAD_LIMIT: Duration = Duration::from_secs(60);
+/// Pause after A is in the room and after B is at the join button, identical for both apps:
+/// a person takes longer than this, and it keeps the previous step's work out of the figure.
+const SETTLE: Duration = Duration::from_millis(1000);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum App {
+    Noom,
+    Tutorial,
+}
+
+impl App {
+    pub fn name(self) -> &'static str {
+        match self {
+            App::Noom => "Noom",
+            App::Tutorial => "tutorial",
+        }
+    }
+
+    /// The button whose click joins the room.
+    fn join_button(self) -> &'static str {
+        match self {
+            App::Noom => "#lobby #join",
+            App::Tutorial => "#welcome form button",
+        }
+    }
+
+    /// The other person's video.
+    fn remote_video(self) -> &'static str {
+        match self {
+            App::Noom => "#peers video[data-peer]",
+            App::Tutorial => "video#peerFace",
+        }
+    }
+
+    /// True once this page has joined and the server has the join.
+    fn in_room(self) -> &'static str {
+        match self {
+            App::Noom => "document.querySelector('#call')?.dataset.phase === 'inroom'",
+            // app.js sets roomName right before emitting join_room (after getUserMedia and
+            // the peer connection): top-level `let`s are visible to evaluated scripts.
+            App::Tutorial => {
+                "typeof roomName !== 'undefined' && !!roomName && typeof myPeerConnection !== 'undefined' && !!myPeerConnection"
+            }
+        }
+    }
+
+    /// From the welcome page to the button that joins `room`, ready to be clicked.
+    async fn up_to_join_button(self, page: &chromiumoxide::Page, room: &str) -> Result<(), Error> {
+        browser::wait_until(
+            page,
+            "!!document.querySelector('#welcome form input')",
+            "the welcome form",
+            WAIT,
+        )
+        .await?;
+        browser::type_into(page, "#welcome form input", room).await?;
+        if self == App::Noom {
+            browser::click(page, "#welcome form button").await?;
+            browser::wait_until(
+                page,
+                "(() => { const b = document.querySelector('#lobby #join'); return !!b && !b.disabled; })()",
+                "the lobby's Join button",
+                WAIT,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// The page script that stamps B's join click and each page's first remote frame.
+    fn call_script(self) -> String {
+        format!(
+            r#"(() => {{
+  const bench = window.__bench = window.__bench || {{}};
+  const now = () => performance.timeOrigin + performance.now();
+  addEventListener('click', (event) => {{
+    if (bench.click === undefined && event.target instanceof Element && event.target.closest({join:?})) bench.click = now();
+  }}, true);
+  const watch = () => {{
+    const video = document.querySelector({video:?});
+    if (!video || video.__benchWatched) return;
+    video.__benchWatched = true;
+    video.requestVideoFrameCallback(() => {{ if (bench.firstFrame === undefined) bench.firstFrame = now(); }});
+  }};
+  new MutationObserver(watch).observe(document, {{ childList: true, subtree: true }});
+  document.addEventListener('DOMContentLoaded', watch);
+}})();"#,
+            join = self.join_button(),
+            video = self.remote_video(),
+        )
+    }
+}
+
+/// The page script that stamps when the welcome form is interactive.
+const LOAD_SCRIPT: &str = r#"(() => {
+  const bench = window.__bench = window.__bench || {};
+  const check = () => {
+    if (bench.tti !== undefined || document.readyState === 'loading') return;
+    const input = document.querySelector('#welcome form input');
+    if (input && !input.disabled) bench.tti = performance.now();
+  };
+  new MutationObserver(check).observe(document, { childList: true, subtree: true });
+  document.addEventListener('DOMContentLoaded', check);
+})();"#;
+
+/// One cold load.
+pub struct Load {
+    /// Navigation start → interactive welcome form, ms.
+    pub tti_ms: f64,
+    pub requests: Vec<Request>,
+}
+
+pub async fn cold_load(url: &str) -> Result<Load, Error> {
+    let chrome = Chrome::launch().await?;
+    let result = async {
+        let page = chrome.tab(LOAD_SCRIPT).await?;
+        let recorder = Recorder::attach(&page).await?;
+        page.goto(url)
+            .await
+            .map_err(|e| Error::cdp("loading the app", e))?;
+        let tti_ms: f64 = browser::wait_for(
+            &page,
+            "window.__bench?.tti",
+            "an interactive welcome form",
+            WAIT,
+        )
+        .await?;
+        // Whatever the page still fetches on its own (favicon, socket.io's handshake).
+        recorder
+            .settle(Duration::from_secs(1), Duration::from_secs(10))
+            .await;
+        Ok(Load {
+            tti_ms,
+            requests: recorder.requests(),
+        })
+    }
+    .await;
+    chrome.close().await;
+    result
+}
+
+/// One call: B's join click → both remote first frames, in ms.
+pub async fn call(app: App, url: &str, room: &str) -> Result<f64, Error> {
+    let (a, b) = match tokio::join!(Chrome::launch(), Chrome::launch()) {
+        (Ok(a), Ok(b)) => (a, b),
+        // Whichever did launch is killed as it drops.
+        (Err(e), _) | (_, Err(e)) => return Err(e),
+    };
+    let result = async {
+        let script = app.call_script();
+        let page_a = a.tab(&script).await?;
+        page_a
+            .goto(url)
+            .await
+            .map_err(|e| Error::cdp("loading the app (A)", e))?;
+        app.up_to_join_button(&page_a, room).await?;
+        browser::click(&page_a, app.join_button()).await?;
+        browser::wait_until(&page_a, app.in_room(), "A in the room", WAIT).await?;
+        tokio::time::sleep(SETTLE).await;
+
+        let page_b = b.tab(&script).await?;
+        page_b
+            .goto(url)
+            .await
+            .map_err(|e| Error::cdp("loading the app (B)", e))?;
+        app.up_to_join_button(&page_b, room).await?;
+        tokio::time::sleep(SETTLE).await;
+        browser::click(&page_b, app.join_button()).await?;
+
+        let clicked: f64 =
+            browser::wait_for(&page_b, "window.__bench?.click", "B's join click", WAIT).await?;
+        let frame_b: f64 = browser::wait_for(
+            &page_b,
+            "window.__bench?.firstFrame",
+            "B's first frame of A",
+            WAIT,
+        )
+        .await?;
+        let frame_a: f64 = browser::wait_for(
+            &page_a,
+            "window.__bench?.firstFrame",
+            "A's first frame of B",
+            WAIT,
+        )
+        .await?;
+        Ok(frame_a.max(frame_b) - clicked)
+    }
+    .await;
+    a.close().await;
+    b.close().await;
+    result
+}
