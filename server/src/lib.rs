@@ -176,7 +176,6 @@ pub async fn run_tls(
     drain(serve, token, connections, grace).await
 }
 
-
 /// Waits for `shutdown`, then cancels `token`, which closes every websocket with 1001.
 async fn shutdown_then_cancel(
     shutdown: impl Future<Output = ()> + Send + 'static,
