@@ -11,6 +11,8 @@
 //! - [`limits`]: connection limits (total, per IP) and the per-connection token bucket.
 //! - [`origin`]: the `Origin` check against cross-site websocket hijacking.
 //! - [`metrics`]: Prometheus counters, served at `/metrics`.
+//! - [`turn`]: the built-in TURN server (webrtc-rs `turn` plus our gate, relay policy and TCP);
+//!   [`ice`]: the ICE servers handed out in `joined`, with TURN credentials minted per peer.
 //! - [`app`] builds the axum router (tests call it directly); [`run`] serves it until shutdown.
 //!
 //! Rules kept everywhere: the server never parses SDP, always stamps `from` itself, and never
@@ -19,10 +21,12 @@
 pub mod config;
 pub mod datadir;
 pub mod hub;
+pub mod ice;
 pub mod limits;
 pub mod metrics;
 pub mod origin;
 pub mod registry;
+pub mod turn;
 mod ws;
 
 use std::future::{Future, IntoFuture};
@@ -65,9 +69,18 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(config: &Config) -> Result<Arc<Self>, config::ConfigError> {
-        let metrics = Arc::new(metrics::Metrics::new());
+        Self::with_turn(config, Arc::new(metrics::Metrics::new()), None)
+    }
+
+    /// With the built-in TURN server `turn` (started by the caller, counting into `metrics`)
+    /// handed to browsers.
+    pub fn with_turn(
+        config: &Config,
+        metrics: Arc<metrics::Metrics>,
+        turn: Option<ice::BuiltinTurn>,
+    ) -> Result<Arc<Self>, config::ConfigError> {
         Ok(Arc::new(Self {
-            hub: hub::Hub::with_metrics(config.hub_config()?, Arc::clone(&metrics)),
+            hub: hub::Hub::with_metrics(config.hub_config(turn)?, Arc::clone(&metrics)),
             metrics,
             limiter: limits::ConnectionLimiter::new(
                 config.max_connections,

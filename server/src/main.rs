@@ -1,7 +1,10 @@
 use std::io::Write;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
+use server::metrics::Metrics;
+use server::turn::TurnServer;
 use server::{AppState, Config};
 use tokio::net::{TcpListener, TcpSocket};
 use tracing_subscriber::EnvFilter;
@@ -11,12 +14,51 @@ async fn main() -> ExitCode {
     let config = Config::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+            // The `turn` crate logs every refused or stray client packet as an error; our own
+            // TURN module logs what matters. `RUST_LOG=info,turn=debug` shows the crate's view.
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,turn=off")),
         )
         .with_writer(std::io::stderr)
         .init();
 
-    let state = match AppState::new(&config) {
+    let metrics = Arc::new(Metrics::new());
+
+    // ---- TURN ----
+    // Until the server serves HTTPS itself, "TLS on" (what `--turn auto` follows) means reachable
+    // from other machines: an --addr that is not loopback.
+    let tls = !config.addr.ip().is_loopback();
+    let turn = match config.turn_listen(tls) {
+        None => None,
+        Some(listen) => {
+            let settings = match config.turn_settings(listen) {
+                Ok(settings) => settings,
+                Err(err) => {
+                    eprintln!("error: {err}");
+                    return ExitCode::from(2);
+                }
+            };
+            match TurnServer::start(settings, Arc::clone(&metrics)).await {
+                Ok(turn) => Some(turn),
+                Err(err) => {
+                    eprintln!("error: {err}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
+    if turn.is_some() || !config.turn_urls.is_empty() {
+        match &config.turn_secret {
+            Some(_) => tracing::info!("TURN credentials are signed with --turn-secret"),
+            None => tracing::info!(
+                file = %config.data_dir.join(server::config::TURN_SECRET_FILE).display(),
+                "TURN credentials are signed with the secret in this file (give an external TURN server the same)"
+            ),
+        }
+    }
+    // ---- end TURN ----
+
+    let state = match AppState::with_turn(&config, metrics, turn.as_ref().map(TurnServer::builtin))
+    {
         Ok(state) => state,
         Err(err) => {
             eprintln!("error: {err}");
@@ -39,10 +81,17 @@ async fn main() -> ExitCode {
     };
     // On stdout, one line, so scripts and tests can find the port when started with port 0.
     println!("Noom is listening on http://{addr}");
+    if let Some(turn) = &turn {
+        println!("TURN is listening on {}", turn.describe());
+    }
     let _ = std::io::stdout().flush();
     tracing::info!(%addr, dist = %config.dist.display(), room_capacity = config.room_capacity, "listening");
 
-    match server::run(listener, state, shutdown_signal(), config.shutdown_grace()).await {
+    let served = server::run(listener, state, shutdown_signal(), config.shutdown_grace()).await;
+    if let Some(turn) = turn {
+        turn.close().await;
+    }
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err}");
