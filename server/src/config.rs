@@ -31,7 +31,7 @@ pub const DEFAULT_ICE_SERVERS: &[&str] = &[
     name = "server",
     version,
     about = "Noom: serves the browser app and relays WebRTC signaling between people in the same room.",
-    after_help = "Media never passes through this server: calls are peer to peer. Logs: set RUST_LOG (default info)."
+    after_help = "Calls are peer to peer; only when no direct path works does media go through the built-in TURN relay (or a --turn-url server). Logs: set RUST_LOG (default info; the turn crate's own per-packet logs are off unless RUST_LOG names it, like RUST_LOG=info,turn=debug)."
 )]
 pub struct Config {
     /// Address to listen on. Port 0 picks a free port; the bound address is printed.

@@ -1,5 +1,6 @@
 //! Noom's server: it serves the built browser app and relays signaling (offers, answers, ICE
-//! candidates) between the people in a room over `/ws`. Media never passes through it.
+//! candidates) between the people in a room over `/ws`. Media goes peer to peer, or through the
+//! built-in TURN relay ([`turn`]) when no direct path works.
 //!
 //! Layout:
 //! - [`config`]: flags and environment variables ([`Config`]).

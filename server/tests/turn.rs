@@ -435,6 +435,12 @@ async fn built_in_turn_relays_to_allowed_peers_only_and_checks_credentials() {
     // Right credentials: an allocation on a port of the range, data to and from a peer on an
     // allowed address.
     let client = turn_client(turn, &good).await;
+    // The `stun:` URL works too: a binding request answers with our own address.
+    let mapped = tokio::time::timeout(TIMEOUT, client.send_binding_request_to(&turn.to_string()))
+        .await
+        .expect("a STUN answer")
+        .unwrap();
+    assert_eq!(mapped.ip().to_string(), "127.0.0.1");
     let relay = allocate(&client)
         .await
         .expect("allocation with joined's credentials");
