@@ -847,3 +847,132 @@ async fn external_coturn_accepts_the_credentials_from_joined() {
         "a username changed after signing: {err}"
     );
 }
+
+// ---- nonces ----
+
+/// One raw STUN request (built with the `stun` crate) and its decoded answer.
+async fn stun_request(
+    socket: &UdpSocket,
+    to: SocketAddr,
+    setters: Vec<Box<dyn stun::message::Setter>>,
+) -> stun::message::Message {
+    let mut request = stun::message::Message::new();
+    request.build(&setters).unwrap();
+    socket.send_to(&request.raw, to).await.unwrap();
+    let mut buf = vec![0u8; 2048];
+    let (n, _) = tokio::time::timeout(TIMEOUT, socket.recv_from(&mut buf))
+        .await
+        .expect("an answer")
+        .unwrap();
+    let mut answer = stun::message::Message {
+        raw: buf[..n].to_vec(),
+        ..Default::default()
+    };
+    answer.decode().unwrap();
+    answer
+}
+
+/// An Allocate request: anonymous, or signed with `credentials` and `nonce`.
+fn allocate_request(signed: Option<(&Credentials, &str)>) -> Vec<Box<dyn stun::message::Setter>> {
+    use stun::attributes::{ATTR_NONCE, ATTR_REALM, ATTR_USERNAME};
+    use stun::message::{MessageType, CLASS_REQUEST, METHOD_ALLOCATE};
+    use stun::textattrs::TextAttribute;
+    let mut setters: Vec<Box<dyn stun::message::Setter>> = vec![
+        Box::new(stun::agent::TransactionId::new()),
+        Box::new(MessageType::new(METHOD_ALLOCATE, CLASS_REQUEST)),
+        Box::new(turn::proto::reqtrans::RequestedTransport {
+            protocol: turn::proto::PROTO_UDP,
+        }),
+    ];
+    if let Some((credentials, nonce)) = signed {
+        setters.push(Box::new(TextAttribute::new(
+            ATTR_USERNAME,
+            credentials.username.clone(),
+        )));
+        setters.push(Box::new(TextAttribute::new(ATTR_REALM, "noom".into())));
+        setters.push(Box::new(TextAttribute::new(ATTR_NONCE, nonce.into())));
+        setters.push(Box::new(
+            stun::integrity::MessageIntegrity::new_long_term_integrity(
+                credentials.username.clone(),
+                "noom".into(),
+                credentials.password.clone(),
+            ),
+        ));
+    }
+    setters
+}
+
+/// (error code, nonce) of an error answer.
+fn challenge_of(answer: &stun::message::Message) -> (u16, String) {
+    use stun::message::Getter;
+    let mut code = stun::error_code::ErrorCodeAttribute::default();
+    code.get_from(answer)
+        .unwrap_or_else(|_| panic!("not an error answer: {answer}"));
+    let nonce = stun::textattrs::TextAttribute::get_from_as(answer, stun::attributes::ATTR_NONCE)
+        .map(|n| n.text)
+        .unwrap_or_default();
+    (code.code.0, nonce)
+}
+
+/// The `turn` crate remembers every nonce it issues; the gate makes it issue one and then
+/// challenges everyone with that one, whatever they send.
+#[tokio::test]
+async fn challenges_reuse_the_nonce_the_library_issued() {
+    isolate();
+    let noom = Noom::start(&["--turn", "127.0.0.1:0", "--turn-secret", SECRET], true);
+    let turn = noom.turn();
+    let alice = minted(1);
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+
+    // Before any nonce exists, a signed request with a made-up nonce is the library's to answer:
+    // 438 with the first nonce.
+    let answer = stun_request(&socket, turn, allocate_request(Some((&alice, "made-up")))).await;
+    let (code, first) = challenge_of(&answer);
+    assert_eq!(code, 438);
+    assert!(!first.is_empty());
+
+    // From then on every challenge carries that same nonce: anonymous requests (401), other
+    // nonces (438), bad passwords (401), from any client.
+    for round in 0..20 {
+        let other = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let (code, nonce) = challenge_of(&stun_request(&other, turn, allocate_request(None)).await);
+        assert_eq!(
+            (code, nonce.as_str()),
+            (401, first.as_str()),
+            "round {round}"
+        );
+        let stale = format!("stale-{round}");
+        let (code, nonce) = challenge_of(
+            &stun_request(&other, turn, allocate_request(Some((&alice, &stale)))).await,
+        );
+        assert_eq!(
+            (code, nonce.as_str()),
+            (438, first.as_str()),
+            "round {round}"
+        );
+    }
+    let wrong = Credentials {
+        username: alice.username.clone(),
+        password: "d3JvbmcgcGFzc3dvcmQ=".into(),
+    };
+    let (code, nonce) =
+        challenge_of(&stun_request(&socket, turn, allocate_request(Some((&wrong, &first)))).await);
+    assert_eq!((code, nonce.as_str()), (401, first.as_str()));
+
+    // And the nonce works: a signed Allocate with it succeeds.
+    let answer = stun_request(&socket, turn, allocate_request(Some((&alice, &first)))).await;
+    assert_eq!(
+        answer.typ.class,
+        stun::message::CLASS_SUCCESS_RESPONSE,
+        "{answer}"
+    );
+    let text = noom.metrics().await;
+    assert_eq!(metric(&text, "noom_turn_allocations_open"), 1.0);
+    assert_eq!(
+        metric(
+            &text,
+            "noom_turn_auth_failures_total{reason=\"bad-credentials\"}"
+        ),
+        1.0
+    );
+}

@@ -13,9 +13,9 @@
 //! - the peer policy for CreatePermission and ChannelBind (403), for every XOR-PEER-ADDRESS
 //!   in the request (the crate itself only looks at the first);
 //! - nonces: the crate remembers every nonce it issues until someone presents it after it
-//!   expired, so letting it challenge every unauthenticated packet would grow its map without
-//!   bound. The gate answers challenges itself with the nonce the crate issued last, and lets the
-//!   crate issue a new one only when that one is about to expire (see [`Nonces`]);
+//!   expired, so letting it challenge every unauthenticated packet would grow its table without
+//!   bound. The gate answers every challenge itself with the one nonce the crate issued last
+//!   (see [`Nonces`]), so the crate's table holds one nonce (one per listener at most);
 //! - anything that is neither a request the crate serves, a Send indication nor ChannelData is
 //!   dropped before the crate logs an error for it.
 
@@ -39,7 +39,6 @@ use stun::message::{
 };
 use stun::textattrs::TextAttribute;
 use tokio::net::UdpSocket;
-use tokio::time::Instant;
 use turn::auth::{generate_auth_key, AuthHandler};
 use turn::proto::chandata::ChannelData;
 use turn::proto::peeraddr::PeerAddress;
@@ -52,41 +51,31 @@ use super::tcp::TcpMux;
 use crate::datadir::Secret;
 use crate::metrics::{Metrics, TurnAuthFailure};
 
-/// The crate's nonces live an hour (`NONCE_LIFETIME` in `turn::server::request`). The gate
-/// hands out the current one for this long, then lets the crate issue a new one.
-const NONCE_ROTATION: Duration = Duration::from_secs(50 * 60);
-/// A nonce the gate still accepts (the crate would too: it is younger than an hour).
-const NONCE_TRUSTED: Duration = Duration::from_secs(58 * 60);
-
-/// The nonces the crate issued that the gate hands out and accepts.
+/// The nonce the gate challenges with: the last one the crate issued.
+///
+/// The crate issues a nonce when it answers a request that has none (401) or an unknown or
+/// expired one (438), and forgets one only when it is presented after its hour is up. So the
+/// gate lets exactly those requests through only while it has no nonce yet; afterwards it
+/// challenges with the current one itself (401 without, 438 with any other nonce) and passes
+/// only requests that carry it. Once that nonce is an hour old, the next request carrying it
+/// makes the crate drop it and answer 438 with a new one, which the gate learns from the
+/// answer: the client retries, and the crate's table never holds more than the current nonce.
 #[derive(Debug, Default)]
 pub struct Nonces {
-    current: Option<(String, Instant)>,
-    previous: Option<(String, Instant)>,
+    current: Option<String>,
 }
 
 impl Nonces {
-    /// The nonce to challenge with, unless it is time for the crate to issue a new one.
-    fn fresh(&self, now: Instant) -> Option<String> {
-        self.current
-            .as_ref()
-            .filter(|(_, at)| now.saturating_duration_since(*at) < NONCE_ROTATION)
-            .map(|(nonce, _)| nonce.clone())
+    fn current(&self) -> Option<String> {
+        self.current.clone()
     }
 
-    fn trusts(&self, nonce: &str, now: Instant) -> bool {
-        [&self.current, &self.previous]
-            .into_iter()
-            .flatten()
-            .any(|(n, at)| n == nonce && now.saturating_duration_since(*at) < NONCE_TRUSTED)
+    fn is_current(&self, nonce: &str) -> bool {
+        self.current.as_deref() == Some(nonce)
     }
 
-    fn learn(&mut self, nonce: String, now: Instant) {
-        if self.current.as_ref().is_some_and(|(n, _)| *n == nonce) {
-            return;
-        }
-        self.previous = self.current.take();
-        self.current = Some((nonce, now));
+    fn learn(&mut self, nonce: String) {
+        self.current = Some(nonce);
     }
 }
 
@@ -230,9 +219,8 @@ impl Gate {
     }
 
     fn authenticate(&self, mut m: Message, src: SocketAddr) -> Screen {
-        let now = Instant::now();
         if !m.contains(ATTR_MESSAGE_INTEGRITY) {
-            return self.challenge(&m, CODE_UNAUTHORIZED, now);
+            return self.challenge(&m, CODE_UNAUTHORIZED);
         }
         let (Ok(nonce), Ok(realm), Ok(username)) = (
             TextAttribute::get_from_as(&m, ATTR_NONCE),
@@ -241,8 +229,8 @@ impl Gate {
         ) else {
             return answer(&m, CODE_BAD_REQUEST, vec![]);
         };
-        if !self.shared.nonces().trusts(&nonce.text, now) {
-            return self.challenge(&m, CODE_STALE_NONCE, now);
+        if !self.shared.nonces().is_current(&nonce.text) {
+            return self.challenge(&m, CODE_STALE_NONCE);
         }
         let user = username.text;
         match check_expiry(&user, SystemTime::now()) {
@@ -262,6 +250,8 @@ impl Gate {
         if integrity.check(&mut m).is_err() {
             return self.refuse(&m, src, TurnAuthFailure::BadCredentials, nonce.text);
         }
+        // If the nonce has just turned an hour old, the crate answers 438 with a new one.
+        self.awaiting_nonce.store(true, Ordering::Relaxed);
         match m.typ.method {
             METHOD_ALLOCATE => match self.shared.relays.reserve(&user, src.ip()) {
                 Err(reason) => {
@@ -323,10 +313,10 @@ impl Gate {
         )
     }
 
-    /// Answers `code` (401 or 438) with the realm and the current nonce, or, when it is time for
-    /// a new nonce, lets the crate answer with one.
-    fn challenge(&self, m: &Message, code: ErrorCode, now: Instant) -> Screen {
-        match self.shared.nonces().fresh(now) {
+    /// Answers `code` (401 or 438) with the realm and the current nonce, or, before the crate has
+    /// issued one, lets the crate answer (and learns its nonce).
+    fn challenge(&self, m: &Message, code: ErrorCode) -> Screen {
+        match self.shared.nonces().current() {
             Some(nonce) => answer(
                 m,
                 code,
@@ -355,7 +345,7 @@ impl Gate {
             return;
         }
         if let Ok(nonce) = TextAttribute::get_from_as(&m, ATTR_NONCE) {
-            self.shared.nonces().learn(nonce.text, Instant::now());
+            self.shared.nonces().learn(nonce.text);
             self.awaiting_nonce.store(false, Ordering::Relaxed);
         }
     }
@@ -518,26 +508,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn nonces_rotate_and_the_previous_one_stays_valid_a_while() {
-        let t0 = Instant::now();
+    fn the_gate_challenges_with_the_nonce_the_crate_issued_last() {
         let mut nonces = Nonces::default();
-        assert_eq!(nonces.fresh(t0), None, "the crate issues the first one");
-        nonces.learn("a".into(), t0);
-        assert_eq!(nonces.fresh(t0).as_deref(), Some("a"));
-        assert!(nonces.trusts("a", t0) && !nonces.trusts("b", t0));
-        let later = t0 + NONCE_ROTATION;
-        assert_eq!(nonces.fresh(later), None, "time for a new one");
-        nonces.learn("b".into(), later);
-        assert!(nonces.trusts("a", later) && nonces.trusts("b", later));
-        assert!(
-            !nonces.trusts("a", t0 + NONCE_TRUSTED),
-            "as the crate would refuse it"
-        );
-        nonces.learn("b".into(), later);
-        assert!(
-            nonces.trusts("a", later),
-            "learning the same nonce again changes nothing"
-        );
+        assert_eq!(nonces.current(), None, "the crate issues the first one");
+        assert!(!nonces.is_current(""));
+        nonces.learn("a".into());
+        assert_eq!(nonces.current().as_deref(), Some("a"));
+        assert!(nonces.is_current("a") && !nonces.is_current("b"));
+        nonces.learn("b".into());
+        assert!(nonces.is_current("b") && !nonces.is_current("a"));
     }
 
     #[test]
