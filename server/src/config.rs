@@ -281,6 +281,8 @@ pub enum ConfigError {
         crate::datadir::MIN_SECRET_CHARS
     )]
     ShortTurnSecret,
+    #[error("--turn-public-ip {0}: expected an address browsers can reach, not an unspecified or multicast one")]
+    BadTurnPublicIp(IpAddr),
     #[error("--allowed-origin {0:?}: expected http:// or https:// and a host, like https://noom.example or http://127.0.0.1:8080")]
     BadOrigin(String),
     #[error("--client-ip-header {0:?}: not a valid HTTP header name")]
@@ -414,6 +416,12 @@ impl Config {
 
     /// The built-in TURN server's settings, listening on `listen`.
     pub fn turn_settings(&self, listen: SocketAddr) -> Result<TurnSettings, ConfigError> {
+        if let Some(ip) = self
+            .turn_public_ip
+            .filter(|ip| ip.is_unspecified() || ip.is_multicast())
+        {
+            return Err(ConfigError::BadTurnPublicIp(ip));
+        }
         Ok(TurnSettings {
             listen,
             public_ip: self.turn_public_ip,
@@ -567,6 +575,34 @@ mod tests {
                 "{bad}"
             );
         }
+        let listen = "0.0.0.0:3478".parse().unwrap();
+        assert!(matches!(
+            parse(&[
+                "--turn-public-ip",
+                "0.0.0.0",
+                "--turn-secret",
+                "long-enough-secret-1"
+            ])
+            .turn_settings(listen),
+            Err(ConfigError::BadTurnPublicIp(_))
+        ));
+        let settings = parse(&[
+            "--turn-public-ip",
+            "203.0.113.7",
+            "--turn-secret",
+            "long-enough-secret-1",
+        ])
+        .turn_settings(listen)
+        .unwrap();
+        assert_eq!(settings.public_ip, Some("203.0.113.7".parse().unwrap()));
+        assert_eq!(
+            (
+                settings.max_allocations_per_user,
+                settings.max_allocations_per_ip
+            ),
+            (64, 256)
+        );
+        assert!(!format!("{settings:?}").contains("long-enough"));
         let err = parse(&["--turn-secret", "shortpass"])
             .turn_secret()
             .unwrap_err();
