@@ -55,6 +55,8 @@ pub struct Limits {
 type Key = (bool, u16);
 
 struct LiveRelay {
+    /// Tells this relay from a later one on the same port (see [`Registration`]).
+    id: u64,
     advertised: SocketAddr,
     client: Client,
     closed: CancellationToken,
@@ -62,6 +64,7 @@ struct LiveRelay {
 
 #[derive(Default)]
 struct State {
+    next_id: u64,
     live: HashMap<Key, LiveRelay>,
     per_user: HashMap<Arc<str>, u32>,
     per_ip: HashMap<IpAddr, u32>,
@@ -127,12 +130,19 @@ impl Relays {
         }
     }
 
-    fn register(self: &Arc<Self>, key: Key, relay: LiveRelay) -> Registration {
-        self.lock().live.insert(key, relay);
+    fn register(self: &Arc<Self>, key: Key, mut relay: LiveRelay) -> Registration {
+        let id = {
+            let mut state = self.lock();
+            state.next_id += 1;
+            relay.id = state.next_id;
+            state.live.insert(key, relay);
+            state.next_id
+        };
         self.metrics.turn.allocations_open.inc();
         Registration {
             relays: Arc::clone(self),
             key,
+            id,
         }
     }
 
@@ -188,15 +198,23 @@ impl Drop for Ticket {
     }
 }
 
-/// A relay socket's entry in the registry, removed on drop.
+/// A relay socket's entry in the registry, removed on drop. A relay's socket closes before its
+/// registration goes, so another relay may already have the port: only this one's entry is
+/// removed.
 struct Registration {
     relays: Arc<Relays>,
     key: Key,
+    id: u64,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        if self.relays.lock().live.remove(&self.key).is_some() {
+        let removed = {
+            let mut state = self.relays.lock();
+            let ours = state.live.get(&self.key).is_some_and(|r| r.id == self.id);
+            ours && state.live.remove(&self.key).is_some()
+        };
+        if removed {
             self.relays.metrics.turn.allocations_open.dec();
         }
     }
@@ -334,6 +352,7 @@ impl RelayAddressGenerator for Generator {
         let registration = self.relays.register(
             (use_ipv4, local.port()),
             LiveRelay {
+                id: 0,
                 advertised,
                 client: pending.client,
                 closed: closed.clone(),
