@@ -164,7 +164,7 @@ struct Noom {
     turn: Option<SocketAddr>,
     /// Everything the server logged (RUST_LOG=debug), to check that no secret is in it.
     logs: Arc<Mutex<String>>,
-    _dist: tempfile::TempDir,
+    dist: tempfile::TempDir,
     data: tempfile::TempDir,
 }
 
@@ -210,7 +210,7 @@ impl Noom {
             http: "0.0.0.0:0".parse().unwrap(),
             turn: None,
             logs,
-            _dist: dist,
+            dist,
             data,
         };
         let first = lines
@@ -639,7 +639,8 @@ async fn coturn_client_over_udp_and_tcp() {
     let credentials = turn_entry(&joined.ice_servers).1;
     for tcp in [false, true] {
         let port = noom.turn().port().to_string();
-        let mut args = vec!["-y", "-n", "20", "-l", "200", "-z", "5"];
+        // 201-byte messages: ChannelData over TCP then needs padding, which framing must skip.
+        let mut args = vec!["-y", "-n", "20", "-l", "201", "-z", "5"];
         if tcp {
             // -D: pad ChannelData over TCP, as RFC 5766 and browsers do.
             args.extend(["-t", "-D"]);
@@ -686,7 +687,7 @@ async fn coturn_client_over_udp_and_tcp() {
         assert!(text.contains("Total lost packets 0 "), "tcp={tcp}:\n{text}");
     }
     let text = noom.metrics().await;
-    // 2 runs x 80 messages x 200 bytes, each sent by one relay to the other.
+    // 2 runs x 80 messages x 201 bytes, each sent by one relay to the other.
     let relayed = metric(
         &text,
         "noom_turn_relayed_bytes_total{direction=\"to-peer\"}",
@@ -974,5 +975,137 @@ async fn challenges_reuse_the_nonce_the_library_issued() {
             "noom_turn_auth_failures_total{reason=\"bad-credentials\"}"
         ),
         1.0
+    );
+}
+
+// ---- a real browser ----
+
+/// Two RTCPeerConnections in one page, restricted to relay candidates (`iceTransportPolicy`,
+/// for this test only: the app never sets it), using the TURN entry of a real `joined` with only
+/// the `?transport=` URL given in the query. Reports through console lines starting "RESULT".
+const RELAY_PAGE: &str = r#"<!doctype html><html><body><script>
+const transport = new URLSearchParams(location.search).get('t');
+const log = s => console.log('RESULT ' + s);
+const ws = new WebSocket(`ws://${location.host}/ws`);
+ws.onopen = () => ws.send(JSON.stringify({type: 'join', room: 'chromium-relay', version: 1}));
+ws.onmessage = async (e) => {
+  const m = JSON.parse(e.data);
+  if (m.type !== 'joined') return;
+  const iceServers = m.iceServers.filter(s => s.username).map(s => ({
+    urls: s.urls.filter(u => u.endsWith('transport=' + transport)),
+    username: s.username, credential: s.credential}));
+  const config = {iceServers, iceTransportPolicy: 'relay'};
+  const a = new RTCPeerConnection(config), b = new RTCPeerConnection(config);
+  a.onicecandidate = e => e.candidate && b.addIceCandidate(e.candidate);
+  b.onicecandidate = e => e.candidate && a.addIceCandidate(e.candidate);
+  b.ondatachannel = ev => { ev.channel.onmessage = async msg => {
+    const stats = await b.getStats();
+    let pair;
+    stats.forEach(r => { if (r.type === 'transport') pair = stats.get(r.selectedCandidatePairId); });
+    const local = stats.get(pair.localCandidateId), remote = stats.get(pair.remoteCandidateId);
+    log(`got ${msg.data} local=${local.candidateType}/${local.relayProtocol} remote=${remote.candidateType} END`);
+  }; };
+  const channel = a.createDataChannel('x');
+  channel.onopen = () => channel.send('hello-through-turn');
+  await a.setLocalDescription(await a.createOffer());
+  await b.setRemoteDescription(a.localDescription);
+  await b.setLocalDescription(await b.createAnswer());
+  await a.setRemoteDescription(b.localDescription);
+  setTimeout(() => log(`timeout ice=${a.iceConnectionState} END`), 15000);
+};
+</script></body></html>"#;
+
+/// A headless Chromium on `url`, killed by PID on drop; its console lines starting "RESULT".
+struct Chromium {
+    child: Child,
+    results: mpsc::Receiver<String>,
+    _profile: tempfile::TempDir,
+}
+
+impl Chromium {
+    fn open(url: &str) -> Self {
+        let profile = tempfile::tempdir().unwrap();
+        let mut child = Command::new("chromium")
+            .args([
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+            ])
+            .args(["--enable-logging=stderr", "--v=0"])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg(url)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start chromium (Debian package chromium)");
+        let (tx, results) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(result) = line.split("\"RESULT ").nth(1) {
+                    let _ = tx.send(result.split(" END").next().unwrap_or(result).to_string());
+                }
+            }
+        });
+        Self {
+            child,
+            results,
+            _profile: profile,
+        }
+    }
+
+    /// The page's final report.
+    fn report(&self) -> String {
+        self.results
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a report from the page")
+    }
+}
+
+impl Drop for Chromium {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Real Chromium allocates on the built-in server, over UDP and over TCP, and its two peer
+/// connections (both relayed: relay to relay on the same server) exchange data.
+#[tokio::test]
+async fn chromium_relays_through_the_built_in_turn_over_udp_and_tcp() {
+    isolate();
+    // Chromium gathers nothing on a machine whose only interface is loopback: the veth gives it
+    // a network (the peer namespace itself is not used).
+    let _peer = PeerNs::new();
+    let noom = Noom::start(
+        &["--turn", &format!("{NEAR}:0"), "--turn-secret", SECRET],
+        true,
+    );
+    std::fs::write(noom.dist.path().join("relay.html"), RELAY_PAGE).unwrap();
+    for transport in ["udp", "tcp"] {
+        let chromium = Chromium::open(&format!("http://{}/relay.html?t={transport}", noom.http));
+        let report = tokio::task::spawn_blocking(move || chromium.report())
+            .await
+            .unwrap();
+        assert_eq!(
+            report,
+            format!("got hello-through-turn local=relay/{transport} remote=relay"),
+            "over {transport}"
+        );
+    }
+    let text = noom.metrics().await;
+    assert!(
+        metric(
+            &text,
+            "noom_turn_relayed_bytes_total{direction=\"to-peer\"}"
+        ) > 0.0
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "noom_turn_auth_failures_total{reason=\"bad-credentials\"}"
+        ),
+        0.0
     );
 }
