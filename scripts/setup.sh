@@ -38,6 +38,8 @@ noom_setup() {
     fi
     # `ip` (iproute2) brings up loopback inside the tests' private network namespace.
     command -v ip >/dev/null || apt_install iproute2
+    # coturn: the TURN tests run Debian's turnserver and turnutils_uclient against ours.
+    command -v turnutils_uclient >/dev/null || apt_install coturn
   fi
   command -v npm >/dev/null || apt_install nodejs npm
 

@@ -1,18 +1,23 @@
 //! Command line and environment configuration. Every flag has an environment variable so the
 //! server can be configured the same way under systemd, in a container or by hand.
 
-use std::net::SocketAddr;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
 use axum::http::HeaderName;
 use clap::Parser;
+use ipnet::IpNet;
 use shared::IceServer;
 
-use crate::datadir::DataDir;
+use crate::datadir::{DataDir, DataDirError, Secret};
 use crate::hub::HubConfig;
+use crate::ice::{BuiltinTurn, IceServers};
 use crate::origin::Origin;
 use crate::tls::{AcmeSettings, HandshakeLimits, TlsMode, LETS_ENCRYPT_PRODUCTION};
+use crate::turn::{PortRange, TurnSettings};
 
 /// The public STUN servers of the tutorial app this product started from.
 pub const DEFAULT_ICE_SERVERS: &[&str] = &[
@@ -27,7 +32,7 @@ pub const DEFAULT_ICE_SERVERS: &[&str] = &[
     name = "server",
     version,
     about = "Noom: serves the browser app and relays WebRTC signaling between people in the same room.",
-    after_help = "Media never passes through this server: calls are peer to peer. Logs: set RUST_LOG (default info)."
+    after_help = "Calls are peer to peer; only when no direct path works does media go through the built-in TURN relay (or a --turn-url server). Logs: set RUST_LOG (default info; the turn crate's own per-packet logs are off unless RUST_LOG names it, like RUST_LOG=info,turn=debug)."
 )]
 pub struct Config {
     /// Address to listen on. Port 0 picks a free port; the bound address is printed.
@@ -200,6 +205,76 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_tls_handshakes: u32,
     // --- end TLS ---
+
+    // ---- TURN (src/turn/, src/ice.rs) ----
+    /// The built-in TURN server, which relays calls between people whose networks block a
+    /// direct connection. `auto`: on when the server serves HTTPS (that is, reachable from other
+    /// machines), on UDP and TCP port 3478 of the --addr IP; `off`; or `ADDR:PORT` (0.0.0.0:3478
+    /// listens on every interface).
+    #[arg(long, env = "NOOM_TURN", default_value = "auto", help_heading = "TURN")]
+    pub turn: TurnMode,
+
+    /// The address to advertise for the built-in TURN server and its relays, when the server is
+    /// behind a NAT with 3478/udp+tcp and the relay ports forwarded to it. Default: the address
+    /// the browser reached the server at.
+    #[arg(long, env = "NOOM_TURN_PUBLIC_IP", help_heading = "TURN")]
+    pub turn_public_ip: Option<IpAddr>,
+
+    /// UDP ports the built-in TURN server relays on, MIN-MAX (one per allocation; open them in
+    /// the firewall).
+    #[arg(
+        long,
+        env = "NOOM_TURN_RELAY_PORTS",
+        default_value = "49152-65535",
+        help_heading = "TURN"
+    )]
+    pub turn_relay_ports: PortRange,
+
+    /// A peer range the relay may reach although it is private (repeat, or comma-separate in the
+    /// env var), like 10.0.0.0/8. By default the relay refuses private and special ranges that
+    /// are not the server's own networks; loopback, link-local, multicast and the server's own
+    /// addresses are always refused.
+    #[arg(
+        long = "turn-allow-peer",
+        env = "NOOM_TURN_ALLOW_PEERS",
+        value_delimiter = ',',
+        help_heading = "TURN"
+    )]
+    pub turn_allow_peers: Vec<IpNet>,
+
+    /// TURN allocations one username (one joined browser) may hold at once. A browser makes
+    /// about two per other person in the room (UDP and TCP) and network interface.
+    #[arg(long, env = "NOOM_TURN_MAX_ALLOCATIONS_PER_USER", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..), help_heading = "TURN")]
+    pub turn_max_allocations_per_user: u32,
+
+    /// TURN allocations one client IP address may hold at once (generous: an office NAT is one
+    /// address). Also the most TURN-over-TCP connections from one address.
+    #[arg(long, env = "NOOM_TURN_MAX_ALLOCATIONS_PER_IP", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..), help_heading = "TURN")]
+    pub turn_max_allocations_per_ip: u32,
+
+    /// An external TURN server handed to browsers, like `turn:turn.example:3478?transport=udp`
+    /// (repeat, or comma-separate in the env var), with credentials signed by --turn-secret
+    /// (coturn: `use-auth-secret` and `static-auth-secret`).
+    #[arg(
+        long = "turn-url",
+        env = "NOOM_TURN_URLS",
+        value_delimiter = ',',
+        help_heading = "TURN"
+    )]
+    pub turn_urls: Vec<String>,
+
+    /// The TURN REST secret that signs TURN credentials (at least 16 characters; prefer the env
+    /// var to the flag, which other users can see in `ps`). Default: the `turn-secret` file in
+    /// --data-dir, created on first use; give an external coturn the same secret.
+    #[arg(
+        long,
+        env = "NOOM_TURN_SECRET",
+        hide_env_values = true,
+        help_heading = "TURN"
+    )]
+    pub turn_secret: Option<SecretArg>,
 }
 
 /// The `--tls` choices (see [`Config::tls_mode`] for how they combine with the other flags).
@@ -210,13 +285,79 @@ pub enum TlsFlag {
     SelfSigned,
 }
 
+/// `--turn`: whether and where the built-in TURN server listens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TurnMode {
+    /// On when the server serves HTTPS, on port 3478 of the --addr IP.
+    Auto,
+    Off,
+    Listen(SocketAddr),
+}
+
+/// A `--turn` value that is not `auto`, `off` or `ADDR:PORT`.
+#[derive(Debug, thiserror::Error)]
+#[error("expected auto, off, or ADDR:PORT like 0.0.0.0:3478")]
+pub struct BadTurnMode;
+
+impl FromStr for TurnMode {
+    type Err = BadTurnMode;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "auto" => Ok(TurnMode::Auto),
+            "off" => Ok(TurnMode::Off),
+            addr => addr.parse().map(TurnMode::Listen).map_err(|_| BadTurnMode),
+        }
+    }
+}
+
+impl fmt::Display for TurnMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TurnMode::Auto => f.write_str("auto"),
+            TurnMode::Off => f.write_str("off"),
+            TurnMode::Listen(addr) => addr.fmt(f),
+        }
+    }
+}
+
+/// A secret as given on the command line or in the environment, checked when used (so that a
+/// refusal never echoes it, as clap's errors echo values). `Debug` hides it.
+#[derive(Clone)]
+pub struct SecretArg(String);
+
+impl fmt::Debug for SecretArg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl FromStr for SecretArg {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_string()))
+    }
+}
+
 /// A configuration value that cannot work.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("--ice-server {0:?}: expected a stun: or stuns: URL (like stun:stun.example.org:3478), or `none`")]
     BadIceServer(String),
-    #[error("--ice-server {0:?}: TURN servers need credentials, which this version does not hand out yet")]
+    #[error("--ice-server {0:?}: a TURN server needs credentials: give it with --turn-url and --turn-secret")]
     TurnUnsupported(String),
+    #[error("--turn-url {0:?}: expected a turn: or turns: URL with a host, like turn:turn.example:3478?transport=udp")]
+    BadTurnUrl(String),
+    #[error("the TURN secret: {0}")]
+    TurnSecret(#[from] DataDirError),
+    #[error(
+        "--turn-secret: a secret needs at least {} characters",
+        crate::datadir::MIN_SECRET_CHARS
+    )]
+    ShortTurnSecret,
+    #[error("--turn-public-ip {0}: expected an address browsers can reach, not an unspecified or multicast one")]
+    BadTurnPublicIp(IpAddr),
     #[error("--allowed-origin {0:?}: expected http:// or https:// and a host, like https://noom.example or http://127.0.0.1:8080")]
     BadOrigin(String),
     #[error("--client-ip-header {0:?}: not a valid HTTP header name")]
@@ -418,14 +559,121 @@ impl Config {
     }
     // --- end TLS ---
 
-    pub fn hub_config(&self) -> Result<HubConfig, ConfigError> {
+    /// `builtin`: the built-in TURN server, when one was started.
+    pub fn hub_config(&self, builtin: Option<BuiltinTurn>) -> Result<HubConfig, ConfigError> {
         Ok(HubConfig {
             room_capacity: self.room_capacity as usize,
             max_rooms: self.max_rooms,
             queue_capacity: self.queue_capacity as usize,
-            ice_servers: self.ice_servers()?,
+            ice_servers: self.ice_server_list(builtin)?,
         })
     }
+
+    // ---- TURN ----
+
+    /// Where the built-in TURN server listens, if it runs. `tls`: whether the server serves
+    /// HTTPS (for `--turn auto`).
+    pub fn turn_listen(&self, tls: bool) -> Option<SocketAddr> {
+        match self.turn {
+            TurnMode::Auto => {
+                tls.then(|| SocketAddr::new(self.addr.ip(), crate::turn::DEFAULT_PORT))
+            }
+            TurnMode::Off => None,
+            TurnMode::Listen(addr) => Some(addr),
+        }
+    }
+
+    /// The external TURN servers, checked.
+    pub fn turn_urls(&self) -> Result<Vec<String>, ConfigError> {
+        let mut out: Vec<String> = Vec::new();
+        for url in self
+            .turn_urls
+            .iter()
+            .map(|u| u.trim())
+            .filter(|u| !u.is_empty())
+        {
+            if !is_turn_url(url) {
+                return Err(ConfigError::BadTurnUrl(url.to_string()));
+            }
+            if !out.iter().any(|u| u == url) {
+                out.push(url.to_string());
+            }
+        }
+        Ok(out)
+    }
+
+    /// The TURN REST secret: `--turn-secret`, else the `turn-secret` file in the data
+    /// directory (created with a random secret the first time).
+    pub fn turn_secret(&self) -> Result<Secret, ConfigError> {
+        match &self.turn_secret {
+            Some(SecretArg(text)) => Secret::from_text(text).ok_or(ConfigError::ShortTurnSecret),
+            None => Ok(self.data_dir().secret(TURN_SECRET_FILE)?),
+        }
+    }
+
+    /// The built-in TURN server's settings, listening on `listen`.
+    pub fn turn_settings(&self, listen: SocketAddr) -> Result<TurnSettings, ConfigError> {
+        if let Some(ip) = self
+            .turn_public_ip
+            .filter(|ip| ip.is_unspecified() || ip.is_multicast())
+        {
+            return Err(ConfigError::BadTurnPublicIp(ip));
+        }
+        Ok(TurnSettings {
+            listen,
+            public_ip: self.turn_public_ip,
+            relay_ports: self.turn_relay_ports,
+            allow_peers: self.turn_allow_peers.clone(),
+            max_allocations_per_user: self.turn_max_allocations_per_user,
+            max_allocations_per_ip: self.turn_max_allocations_per_ip,
+            secret: self.turn_secret()?,
+        })
+    }
+
+    /// What browsers get in `joined`: the STUN list, the built-in TURN server if it runs, and
+    /// the external ones; a secret is read only if some TURN server needs credentials.
+    pub fn ice_server_list(&self, builtin: Option<BuiltinTurn>) -> Result<IceServers, ConfigError> {
+        let stun = self.ice_servers()?;
+        let external = self.turn_urls()?;
+        if builtin.is_none() && external.is_empty() {
+            return Ok(IceServers::fixed(stun));
+        }
+        let secret = self.turn_secret()?;
+        Ok(IceServers::new(stun, builtin, external, Some(secret)))
+    }
+}
+
+/// The TURN REST secret's file in the data directory.
+pub const TURN_SECRET_FILE: &str = "turn-secret";
+
+/// `turn:` or `turns:`, a host, an optional port, an optional `?transport=udp|tcp`.
+fn is_turn_url(url: &str) -> bool {
+    let Some((scheme, rest)) = url.split_once(':') else {
+        return false;
+    };
+    if !scheme.eq_ignore_ascii_case("turn") && !scheme.eq_ignore_ascii_case("turns") {
+        return false;
+    }
+    let (authority, query) = match rest.split_once('?') {
+        Some((authority, query)) => (authority, Some(query)),
+        None => (rest, None),
+    };
+    let query_ok = match query {
+        None => true,
+        Some(q) => {
+            let q = q.to_ascii_lowercase();
+            q == "transport=udp" || q == "transport=tcp"
+        }
+    };
+    let host = match authority.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(':') && port.parse::<u16>().is_ok() => host,
+        _ => authority,
+    };
+    let host_ok = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.[]:".contains(&b));
+    query_ok && host_ok
 }
 
 #[cfg(test)]
@@ -478,6 +726,105 @@ mod tests {
             Err(ConfigError::TurnUnsupported(_))
         ));
         assert!(Config::try_parse_from(["server", "--room-capacity", "0"]).is_err());
+    }
+
+    #[test]
+    fn turn_flags() {
+        let config = Config::defaults();
+        assert_eq!(config.turn, TurnMode::Auto);
+        // auto follows TLS, on the --addr IP.
+        assert_eq!(config.turn_listen(false), None);
+        assert_eq!(
+            config.turn_listen(true),
+            Some("127.0.0.1:3478".parse().unwrap())
+        );
+        assert_eq!(parse(&["--turn", "off"]).turn_listen(true), None);
+        assert_eq!(
+            parse(&["--turn", "0.0.0.0:3479"]).turn_listen(false),
+            Some("0.0.0.0:3479".parse().unwrap())
+        );
+        assert!(Config::try_parse_from(["server", "--turn", "on"]).is_err());
+        assert_eq!(config.turn_relay_ports.to_string(), "49152-65535");
+        assert!(Config::try_parse_from(["server", "--turn-relay-ports", "9-1"]).is_err());
+        assert!(Config::try_parse_from(["server", "--turn-allow-peer", "10.0.0.0/33"]).is_err());
+        let config = parse(&[
+            "--turn-allow-peer",
+            "10.0.0.0/8,fd00::/8",
+            "--turn-url",
+            "turn:a.example:3478?transport=udp",
+            "--turn-url",
+            "turns:[2001:db8::1]:5349?transport=tcp,turn:b.example",
+        ]);
+        assert_eq!(config.turn_allow_peers.len(), 2);
+        assert_eq!(config.turn_urls().unwrap().len(), 3);
+        for bad in [
+            "stun:a.example",
+            "turn:",
+            "turn:a b",
+            "turn:a.example?x=1",
+            "http://a",
+        ] {
+            assert!(
+                matches!(
+                    parse(&["--turn-url", bad]).turn_urls(),
+                    Err(ConfigError::BadTurnUrl(_))
+                ),
+                "{bad}"
+            );
+        }
+        let listen = "0.0.0.0:3478".parse().unwrap();
+        assert!(matches!(
+            parse(&[
+                "--turn-public-ip",
+                "0.0.0.0",
+                "--turn-secret",
+                "long-enough-secret-1"
+            ])
+            .turn_settings(listen),
+            Err(ConfigError::BadTurnPublicIp(_))
+        ));
+        let settings = parse(&[
+            "--turn-public-ip",
+            "203.0.113.7",
+            "--turn-secret",
+            "long-enough-secret-1",
+        ])
+        .turn_settings(listen)
+        .unwrap();
+        assert_eq!(settings.public_ip, Some("203.0.113.7".parse().unwrap()));
+        assert_eq!(
+            (
+                settings.max_allocations_per_user,
+                settings.max_allocations_per_ip
+            ),
+            (64, 256)
+        );
+        assert!(!format!("{settings:?}").contains("long-enough"));
+        let err = parse(&["--turn-secret", "shortpass"])
+            .turn_secret()
+            .unwrap_err();
+        assert!(!err.to_string().contains("shortpass"), "{err}");
+    }
+
+    #[test]
+    fn turn_secret_comes_from_the_flag_or_the_data_dir_and_never_prints() {
+        let config = parse(&["--turn-secret", "a-long-enough-secret-value"]);
+        assert_eq!(
+            config.turn_secret().unwrap().expose(),
+            "a-long-enough-secret-value"
+        );
+        assert!(!format!("{config:?}").contains("a-long-enough"));
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let config = parse(&["--data-dir", data.to_str().unwrap()]);
+        let first = config.turn_secret().unwrap();
+        assert_eq!(config.turn_secret().unwrap(), first);
+        assert!(data.join(TURN_SECRET_FILE).is_file());
+        // No TURN server anywhere: no secret is read or written.
+        let empty = dir.path().join("untouched");
+        let config = parse(&["--data-dir", empty.to_str().unwrap()]);
+        config.hub_config(None).unwrap();
+        assert!(!empty.exists());
     }
 
     #[test]

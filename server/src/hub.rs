@@ -19,9 +19,11 @@ use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
+use std::time::SystemTime;
 
-use shared::{ClientMessage, ErrorCode, IceServer, PeerId, ServerMessage, PROTOCOL_VERSION};
+use shared::{ClientMessage, ErrorCode, PeerId, ServerMessage, PROTOCOL_VERSION};
 
+use crate::ice::IceServers;
 use crate::metrics::{Metrics, Relayed};
 use crate::registry::{JoinError, Registry};
 
@@ -35,7 +37,8 @@ pub struct HubConfig {
     pub max_rooms: usize,
     /// Messages that may wait for one slow connection before it is dropped.
     pub queue_capacity: usize,
-    pub ice_servers: Vec<IceServer>,
+    /// What `joined` hands out (TURN entries carry credentials minted per peer).
+    pub ice_servers: IceServers,
 }
 
 impl Default for HubConfig {
@@ -44,7 +47,7 @@ impl Default for HubConfig {
             room_capacity: 2,
             max_rooms: 10_000,
             queue_capacity: 128,
-            ice_servers: Vec::new(),
+            ice_servers: IceServers::default(),
         }
     }
 }
@@ -133,11 +136,21 @@ impl Hub {
     /// Registers a new connection: a fresh [`PeerId`] with an empty queue. The queue closes
     /// ([`Session::recv`] gives `None`) when the hub drops the peer for falling too far behind.
     pub fn connect(self: &Arc<Self>) -> Session {
+        self.connect_from(None)
+    }
+
+    /// [`Hub::connect`] for a browser that reached the server as `host` (its `Host` header, an
+    /// opaque string), which the ICE servers in its `joined` may name. Kept only when they do.
+    pub fn connect_from(self: &Arc<Self>, host: Option<&str>) -> Session {
         let id = PeerId::new(self.next_id.fetch_add(1, Ordering::Relaxed));
         self.lock().queues.insert(id, Queue::default());
+        let host = host
+            .filter(|h| h.len() <= MAX_HOST_BYTES && self.config.ice_servers.needs_host())
+            .map(Box::from);
         Session {
             id,
             hub: Arc::clone(self),
+            host,
         }
     }
 
@@ -236,11 +249,15 @@ impl Inner {
     }
 }
 
+/// Longest `Host` kept for [`Hub::connect_from`].
+const MAX_HOST_BYTES: usize = 260;
+
 /// One connection's view of the hub: every request it makes carries its own [`PeerId`], so a
 /// client can never act as, or appear to be, someone else. Dropping the session leaves the room.
 pub struct Session {
     id: PeerId,
     hub: Arc<Hub>,
+    host: Option<Box<str>>,
 }
 
 impl Session {
@@ -286,6 +303,15 @@ impl Session {
     /// Handles one decoded request. Replies (including errors) go to this session's own queue.
     /// `Err(code)`: the request was refused, and an error with that code is already queued.
     pub fn handle(&self, message: ClientMessage) -> Result<(), ErrorCode> {
+        // Minting TURN credentials is an HMAC: done before taking the lock.
+        let ice_servers = match &message {
+            ClientMessage::Join { version, .. } if *version == PROTOCOL_VERSION => self
+                .hub
+                .config
+                .ice_servers
+                .for_peer(self.id, self.host.as_deref(), SystemTime::now()),
+            _ => Vec::new(),
+        };
         let mut inner = self.hub.lock();
         if !inner.queues.contains_key(&self.id) {
             // Dropped as a slow reader; the transport is about to close.
@@ -308,7 +334,7 @@ impl Session {
                             you: self.id,
                             peers: peers.clone(),
                             capacity: u32::try_from(inner.registry.capacity()).unwrap_or(u32::MAX),
-                            ice_servers: self.hub.config.ice_servers.clone(),
+                            ice_servers,
                         };
                         // The newcomer hears `joined` before anyone can react to `peerJoined`,
                         // so it has its peer connections ready before the first offer arrives.

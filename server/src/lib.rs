@@ -1,5 +1,6 @@
 //! Noom's server: it serves the built browser app and relays signaling (offers, answers, ICE
-//! candidates) between the people in a room over `/ws`. Media never passes through it.
+//! candidates) between the people in a room over `/ws`. Media goes peer to peer, or through the
+//! built-in TURN relay ([`turn`]) when no direct path works.
 //!
 //! Layout:
 //! - [`config`]: flags and environment variables ([`Config`]).
@@ -15,6 +16,8 @@
 //! - [`metrics`]: Prometheus counters, served at `/metrics`.
 //! - [`tls`]: HTTPS (self-signed, certificate files, ACME), the bounded-handshake listener and
 //!   the HTTP→HTTPS redirect.
+//! - [`turn`]: the built-in TURN server (webrtc-rs `turn` plus our gate, relay policy and TCP);
+//!   [`ice`]: the ICE servers handed out in `joined`, with TURN credentials minted per peer.
 //! - [`app`] builds the axum router (tests call it directly); [`run`] serves it over plain
 //!   HTTP and [`run_tls`] over HTTPS, until shutdown.
 //!
@@ -25,11 +28,13 @@ pub mod bundle;
 pub mod config;
 pub mod datadir;
 pub mod hub;
+pub mod ice;
 pub mod limits;
 pub mod metrics;
 pub mod origin;
 pub mod registry;
 pub mod tls;
+pub mod turn;
 mod ws;
 
 use std::future::{Future, IntoFuture};
@@ -71,7 +76,18 @@ pub struct AppState {
 impl AppState {
     /// The state for `config`, serving the web app as `--dist` says ([`StaticFiles::from_config`]).
     pub fn new(config: &Config) -> Result<Arc<Self>, config::ConfigError> {
-        Self::with_static_files(config, StaticFiles::from_config(config.dist.as_deref()))
+        Self::with_turn(config, Arc::new(metrics::Metrics::new()), None)
+    }
+
+    /// With the built-in TURN server `turn` (started by the caller, counting into `metrics`)
+    /// handed to browsers.
+    pub fn with_turn(
+        config: &Config,
+        metrics: Arc<metrics::Metrics>,
+        turn: Option<ice::BuiltinTurn>,
+    ) -> Result<Arc<Self>, config::ConfigError> {
+        let static_files = StaticFiles::from_config(config.dist.as_deref());
+        Self::build(config, metrics, turn, static_files)
     }
 
     /// The state for `config`, serving the web app from `static_files` (tests serve a bundle
@@ -80,9 +96,22 @@ impl AppState {
         config: &Config,
         static_files: StaticFiles,
     ) -> Result<Arc<Self>, config::ConfigError> {
-        let metrics = Arc::new(metrics::Metrics::new());
+        Self::build(
+            config,
+            Arc::new(metrics::Metrics::new()),
+            None,
+            static_files,
+        )
+    }
+
+    fn build(
+        config: &Config,
+        metrics: Arc<metrics::Metrics>,
+        turn: Option<ice::BuiltinTurn>,
+        static_files: StaticFiles,
+    ) -> Result<Arc<Self>, config::ConfigError> {
         Ok(Arc::new(Self {
-            hub: hub::Hub::with_metrics(config.hub_config()?, Arc::clone(&metrics)),
+            hub: hub::Hub::with_metrics(config.hub_config(turn)?, Arc::clone(&metrics)),
             metrics,
             limiter: limits::ConnectionLimiter::new(
                 config.max_connections,

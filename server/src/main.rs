@@ -1,7 +1,10 @@
 use std::io::Write;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
+use server::metrics::Metrics;
+use server::turn::TurnServer;
 use server::{AppState, Config};
 use tokio::net::{TcpListener, TcpSocket};
 use tracing_subscriber::EnvFilter;
@@ -11,19 +14,16 @@ async fn main() -> ExitCode {
     let config = Config::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+            // The `turn` crate logs every refused or stray client packet as an error; our own
+            // TURN module logs what matters. `RUST_LOG=info,turn=debug` shows the crate's view.
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,turn=off")),
         )
         .with_writer(std::io::stderr)
         .init();
 
-    let state = match AppState::new(&config) {
-        Ok(state) => state,
-        Err(err) => {
-            eprintln!("error: {err}");
-            return ExitCode::from(2);
-        }
-    };
-    // --- TLS: resolved before binding, so a contradictory command line binds nothing ---
+    let metrics = Arc::new(Metrics::new());
+
+    // --- TLS: resolved before binding anything, so a contradictory command line binds nothing ---
     let tls_mode = match config.tls_mode() {
         Ok(mode) => mode,
         Err(err) => {
@@ -32,6 +32,46 @@ async fn main() -> ExitCode {
         }
     };
     // --- end TLS ---
+
+    // ---- TURN: `--turn auto` is on exactly when the server serves HTTPS ----
+    let turn = match config.turn_listen(tls_mode.is_on()) {
+        None => None,
+        Some(listen) => {
+            let settings = match config.turn_settings(listen) {
+                Ok(settings) => settings,
+                Err(err) => {
+                    eprintln!("error: {err}");
+                    return ExitCode::from(2);
+                }
+            };
+            match TurnServer::start(settings, Arc::clone(&metrics)).await {
+                Ok(turn) => Some(turn),
+                Err(err) => {
+                    eprintln!("error: {err}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
+    if turn.is_some() || !config.turn_urls.is_empty() {
+        match &config.turn_secret {
+            Some(_) => tracing::info!("TURN credentials are signed with --turn-secret"),
+            None => tracing::info!(
+                file = %config.data_dir.join(server::config::TURN_SECRET_FILE).display(),
+                "TURN credentials are signed with the secret in this file (give an external TURN server the same)"
+            ),
+        }
+    }
+    // ---- end TURN ----
+
+    let state = match AppState::with_turn(&config, metrics, turn.as_ref().map(TurnServer::builtin))
+    {
+        Ok(state) => state,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(2);
+        }
+    };
     let listener = match listen(config.addr, config.listen_backlog) {
         Ok(listener) => listener,
         Err(err) => {
@@ -49,16 +89,23 @@ async fn main() -> ExitCode {
 
     // --- TLS ---
     if tls_mode.is_on() {
-        return serve_tls(&config, &tls_mode, listener, addr, state).await;
+        return serve_tls(&config, &tls_mode, listener, addr, state, turn).await;
     }
     // --- end TLS ---
 
     // On stdout, one line, so scripts and tests can find the port when started with port 0.
     println!("Noom is listening on http://{addr}");
+    if let Some(turn) = &turn {
+        println!("TURN is listening on {}", turn.describe());
+    }
     let _ = std::io::stdout().flush();
     tracing::info!(%addr, room_capacity = config.room_capacity, "listening");
 
-    match server::run(listener, state, shutdown_signal(), config.shutdown_grace()).await {
+    let served = server::run(listener, state, shutdown_signal(), config.shutdown_grace()).await;
+    if let Some(turn) = turn {
+        turn.close().await;
+    }
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err}");
@@ -77,6 +124,7 @@ async fn serve_tls(
     listener: TcpListener,
     addr: std::net::SocketAddr,
     state: std::sync::Arc<server::AppState>,
+    turn: Option<TurnServer>,
 ) -> ExitCode {
     let metrics = std::sync::Arc::clone(&state.metrics);
     let tls = match server::tls::TlsServer::start(mode, &config.data_dir(), addr, metrics.clone())
@@ -108,6 +156,9 @@ async fn serve_tls(
             let _ = writeln!(out, "Redirecting http://{redirect_addr} to HTTPS");
         }
     }
+    if let Some(turn) = &turn {
+        let _ = writeln!(out, "TURN is listening on {}", turn.describe());
+    }
     let _ = out.flush();
     drop(out);
     tracing::info!(%addr, room_capacity = config.room_capacity, "listening (HTTPS)");
@@ -133,7 +184,11 @@ async fn serve_tls(
             return ExitCode::FAILURE;
         }
     };
-    match server::run_tls(listener, state, shutdown_signal(), config.shutdown_grace()).await {
+    let served = server::run_tls(listener, state, shutdown_signal(), config.shutdown_grace()).await;
+    if let Some(turn) = turn {
+        turn.close().await;
+    }
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err}");

@@ -158,6 +158,8 @@ pub struct Metrics {
     /// When the certificate served now expires, in seconds since the epoch (0: none yet).
     pub tls_certificate_expiry: Gauge,
     // --- end TLS ---
+    /// The built-in TURN server.
+    pub turn: TurnMetrics,
 }
 
 impl Default for Metrics {
@@ -325,6 +327,7 @@ impl Metrics {
             tls_certificate_expiry.clone(),
         );
         // --- end TLS ---
+        let turn = TurnMetrics::register(&mut registry);
 
         Self {
             registry,
@@ -347,6 +350,7 @@ impl Metrics {
             tls_certificate_reloads,
             tls_certificate_reload_failures,
             tls_certificate_expiry,
+            turn,
         }
     }
 
@@ -393,6 +397,157 @@ impl Metrics {
     }
 }
 
+// ---- The built-in TURN server (`crate::turn`) ----
+
+/// Why an Allocate was refused by a limit, for `noom_turn_allocations_refused_total{reason}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TurnRefusal {
+    /// The username already holds `--turn-max-allocations-per-user` allocations.
+    PerUser,
+    /// The client's IP address already holds `--turn-max-allocations-per-ip` allocations.
+    PerIp,
+}
+
+impl TurnRefusal {
+    const ALL: [TurnRefusal; 2] = [TurnRefusal::PerUser, TurnRefusal::PerIp];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TurnRefusal::PerUser => "per-user",
+            TurnRefusal::PerIp => "per-ip",
+        }
+    }
+}
+
+/// Why TURN credentials were refused, for `noom_turn_auth_failures_total{reason}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TurnAuthFailure {
+    /// The username is not `EXPIRY:...`.
+    Malformed,
+    /// The username's expiry has passed.
+    Expired,
+    /// The message integrity does not match: wrong password (or secret).
+    BadCredentials,
+}
+
+impl TurnAuthFailure {
+    const ALL: [TurnAuthFailure; 3] = [
+        TurnAuthFailure::Malformed,
+        TurnAuthFailure::Expired,
+        TurnAuthFailure::BadCredentials,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TurnAuthFailure::Malformed => "malformed",
+            TurnAuthFailure::Expired => "expired",
+            TurnAuthFailure::BadCredentials => "bad-credentials",
+        }
+    }
+}
+
+/// The TURN server's series (all zero when it is off).
+#[derive(Debug)]
+pub struct TurnMetrics {
+    /// TURN allocations (relay ports) open now.
+    pub allocations_open: Gauge,
+    /// [to peers, from peers].
+    relayed_bytes: [Counter; 2],
+    auth_failures: Vec<Counter>,
+    /// CreatePermission / ChannelBind requests refused (403) for a denied peer address.
+    pub permissions_refused: Counter,
+    allocations_refused: Vec<Counter>,
+    /// Datagrams a relay socket itself refused to send to a denied address (the requests were
+    /// already refused at the door, so this stays 0 unless something slipped past).
+    pub relay_denied: Counter,
+}
+
+impl TurnMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let allocations_open = Gauge::default();
+        registry.register(
+            "turn_allocations_open",
+            "TURN allocations (relay ports) open now",
+            allocations_open.clone(),
+        );
+        let bytes_family = Family::<Labels, Counter>::default();
+        registry.register(
+            "turn_relayed_bytes",
+            "Payload bytes through TURN relay ports: to-peer (sent by relays), from-peer (arrived at relays)",
+            bytes_family.clone(),
+        );
+        // One statement each: `get_or_create` returns a read guard that lives to the end of
+        // its statement, and creating the second series needs the write lock.
+        let to_peer = bytes_family
+            .get_or_create(&[("direction", "to-peer")])
+            .clone();
+        let from_peer = bytes_family
+            .get_or_create(&[("direction", "from-peer")])
+            .clone();
+        let relayed_bytes = [to_peer, from_peer];
+        let auth_family = Family::<Labels, Counter>::default();
+        registry.register(
+            "turn_auth_failures",
+            "TURN requests refused (401) for bad credentials, by reason",
+            auth_family.clone(),
+        );
+        let auth_failures = TurnAuthFailure::ALL
+            .iter()
+            .map(|r| auth_family.get_or_create(&[("reason", r.as_str())]).clone())
+            .collect();
+        let permissions_refused = Counter::default();
+        registry.register(
+            "turn_permissions_refused",
+            "TURN permissions and channels refused (403) for a denied peer address",
+            permissions_refused.clone(),
+        );
+        let refused_family = Family::<Labels, Counter>::default();
+        registry.register(
+            "turn_allocations_refused",
+            "TURN allocations refused (486) by the per-user or per-IP limit",
+            refused_family.clone(),
+        );
+        let allocations_refused = TurnRefusal::ALL
+            .iter()
+            .map(|r| {
+                refused_family
+                    .get_or_create(&[("reason", r.as_str())])
+                    .clone()
+            })
+            .collect();
+        let relay_denied = Counter::default();
+        registry.register(
+            "turn_relay_denied",
+            "Datagrams a TURN relay socket refused to send to a denied address",
+            relay_denied.clone(),
+        );
+        Self {
+            allocations_open,
+            relayed_bytes,
+            auth_failures,
+            permissions_refused,
+            allocations_refused,
+            relay_denied,
+        }
+    }
+
+    pub fn relayed_to_peer(&self, bytes: usize) {
+        self.relayed_bytes[0].inc_by(bytes as u64);
+    }
+
+    pub fn relayed_from_peer(&self, bytes: usize) {
+        self.relayed_bytes[1].inc_by(bytes as u64);
+    }
+
+    pub fn auth_failed(&self, reason: TurnAuthFailure) {
+        self.auth_failures[reason as usize].inc();
+    }
+
+    pub fn allocation_refused(&self, reason: TurnRefusal) {
+        self.allocations_refused[reason as usize].inc();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -409,6 +564,12 @@ mod tests {
             assert_eq!(*reason as usize, index);
         }
         for (index, reason) in HandshakeFailure::ALL.iter().enumerate() {
+            assert_eq!(*reason as usize, index);
+        }
+        for (index, reason) in TurnRefusal::ALL.iter().enumerate() {
+            assert_eq!(*reason as usize, index);
+        }
+        for (index, reason) in TurnAuthFailure::ALL.iter().enumerate() {
             assert_eq!(*reason as usize, index);
         }
         // `received` relies on TYPES listing the variants in declaration order.
@@ -428,6 +589,9 @@ mod tests {
         metrics.received_invalid();
         metrics.connections_open.inc();
         metrics.tls_handshake_failed(HandshakeFailure::Timeout);
+        metrics.turn.auth_failed(TurnAuthFailure::Expired);
+        metrics.turn.relayed_to_peer(1200);
+        metrics.turn.allocation_refused(TurnRefusal::PerIp);
         let text = metrics.encode();
         for line in [
             "noom_errors_total{code=\"rate-limited\"} 2",
@@ -440,6 +604,12 @@ mod tests {
             "noom_tls_handshake_failures_total{reason=\"timeout\"} 1",
             "noom_tls_handshake_failures_total{reason=\"error\"} 0",
             "noom_tls_handshakes_in_flight 0",
+            "noom_turn_auth_failures_total{reason=\"expired\"} 1",
+            "noom_turn_auth_failures_total{reason=\"bad-credentials\"} 0",
+            "noom_turn_relayed_bytes_total{direction=\"to-peer\"} 1200",
+            "noom_turn_allocations_refused_total{reason=\"per-ip\"} 1",
+            "noom_turn_allocations_open 0",
+            "noom_turn_permissions_refused_total 0",
             "# EOF",
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");

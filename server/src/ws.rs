@@ -98,6 +98,11 @@ pub async fn upgrade(
     // `run` can wait for the websocket to finish closing (see `AppState::connections`).
     let open = state.connections.subscribe();
     let hard_limit = state.ws.hard_limit();
+    // The host the browser used, for the TURN URLs in its `joined` (see `ice.rs`).
+    let host: Option<Box<str>> = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(Box::from);
     Ok(ws
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BUFFER_BYTES)
@@ -110,7 +115,7 @@ pub async fn upgrade(
             // it was given for its whole life, and a `WebSocket` is ~370 bytes, which would sit
             // unused in every idle connection's task. The halves are a pointer and a slot.
             let (sink, stream) = socket.split();
-            Connection::new(state, ip, permit, open).run(sink, stream)
+            Connection::new(state, ip, host.as_deref(), permit, open).run(sink, stream)
         }))
 }
 
@@ -175,11 +180,12 @@ impl Connection {
     fn new(
         state: Arc<AppState>,
         ip: Option<IpAddr>,
+        host: Option<&str>,
         permit: Permit,
         open: tokio::sync::watch::Receiver<()>,
     ) -> Self {
         state.metrics.connections_open.inc();
-        let session = state.hub.connect();
+        let session = state.hub.connect_from(host);
         let span = tracing::info_span!(
             "conn",
             peer = %session.id(),

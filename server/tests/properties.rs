@@ -132,7 +132,7 @@ fn check_hub(capacity: usize, max_rooms: usize, ops: Vec<Op>) -> Result<(), Test
         max_rooms,
         // Large enough that no queue overflows: slow readers are tested elsewhere.
         queue_capacity: 1024,
-        ice_servers: Vec::new(),
+        ice_servers: Default::default(),
     });
     let mut conns: Vec<Conn> = Vec::new();
     let mut model = Model::default();

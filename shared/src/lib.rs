@@ -145,13 +145,27 @@ pub struct IceCandidate {
 }
 
 /// A STUN or TURN server for RTCPeerConnection's `iceServers`, mirroring RTCIceServer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// `Debug` hides the credential, so logging a message that carries one never leaks it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IceServer {
     pub urls: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential: Option<String>,
+}
+
+impl fmt::Debug for IceServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IceServer")
+            .field("urls", &self.urls)
+            .field("username", &self.username)
+            .field(
+                "credential",
+                &self.credential.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
 }
 
 /// Messages from a browser to the server.
@@ -470,5 +484,17 @@ mod tests {
                 serde_json::Value::String(code.as_str().into())
             );
         }
+    }
+
+    #[test]
+    fn ice_server_debug_hides_the_credential() {
+        let server = IceServer {
+            urls: vec!["turn:t.example:3478".into()],
+            username: Some("1700000000:7".into()),
+            credential: Some("c2VjcmV0LXBhc3N3b3Jk".into()),
+        };
+        let text = format!("{server:?}");
+        assert!(text.contains("1700000000:7") && text.contains("turn:t.example"));
+        assert!(!text.contains("c2VjcmV0"), "{text}");
     }
 }

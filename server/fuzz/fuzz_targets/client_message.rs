@@ -17,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
         room_capacity: 2,
         max_rooms: 2,
         queue_capacity: 4,
-        ice_servers: Vec::new(),
+        ice_servers: Default::default(),
     });
     let mut clients: Vec<Option<Session>> = (0..CLIENTS).map(|_| Some(hub.connect())).collect();
     let ids: Vec<PeerId> = clients.iter().flatten().map(Session::id).collect();
