@@ -201,7 +201,11 @@ async fn call_across_namespaces_goes_direct_when_s_forwards() {
     );
     let t = Topology::new();
     t.set_forwarding(true);
-    let server = ServerProcess::start_in(&t.s, SocketAddr::from((addr::SERVICE, PORT)), &[]);
+    let server = ServerProcess::start_in(
+        &t.s,
+        SocketAddr::from((addr::SERVICE, PORT)),
+        &["--tls", "off"],
+    );
     let origin = server.url.clone();
     assert_eq!(origin, format!("http://{}:{PORT}", addr::SERVICE));
     let a = launch_in(&t.a, &origin).await;
@@ -298,7 +302,11 @@ async fn without_forwarding_or_turn_the_call_never_connects() {
     );
     let t = Topology::new();
     assert!(!t.s.forwarding());
-    let server = ServerProcess::start_in(&t.s, SocketAddr::from((addr::SERVICE, PORT)), &[]);
+    let server = ServerProcess::start_in(
+        &t.s,
+        SocketAddr::from((addr::SERVICE, PORT)),
+        &["--tls", "off"],
+    );
     let origin = server.url.clone();
     let a = launch_in(&t.a, &origin).await;
     let b = launch_in(&t.b, &origin).await;
