@@ -51,17 +51,25 @@ impl Drop for Server {
 }
 
 impl Server {
-    /// Starts the binary with `args` (plus `--ice-server none` and a fake `--dist`) and reads
-    /// its first stdout line and the lines printed with it.
+    /// Starts the binary with `args` (plus `--ice-server none`, `--turn off` unless `args` says
+    /// otherwise — these tests are about TLS, and TURN's fixed port 3478 would collide between
+    /// servers started in parallel — and a fake `--dist`) and reads its first stdout line and
+    /// the lines printed with it.
     fn start(args: &[&str]) -> Self {
         Self::start_in(common::fake_dist(), args)
     }
 
     /// Like [`Server::start`], serving `dist` as the app.
     fn start_in(dist: tempfile::TempDir, args: &[&str]) -> Self {
+        let turn_given = args.iter().any(|a| a.starts_with("--turn"));
         let mut child = Command::new(env!("CARGO_BIN_EXE_server"))
             .args(["--ice-server", "none", "--dist"])
             .arg(dist.path())
+            .args(if turn_given {
+                &[][..]
+            } else {
+                &["--turn", "off"][..]
+            })
             .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
