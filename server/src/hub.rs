@@ -513,6 +513,13 @@ impl Hub {
         Err(RandomError)
     }
 
+    /// The ICE servers handed to `id` in its `joined` (every `joined`, fresh or resumed, comes
+    /// through here: the place to mint per-participant TURN credentials).
+    fn ice_servers_for(&self, id: PeerId) -> Vec<IceServer> {
+        let _ = id;
+        self.config.ice_servers.clone()
+    }
+
     fn capacity(&self) -> u32 {
         u32::try_from(self.config.room_capacity.max(1)).unwrap_or(u32::MAX)
     }
@@ -1160,7 +1167,7 @@ impl Session {
                     you: id,
                     peers: entered.others,
                     capacity: self.hub.capacity(),
-                    ice_servers: self.hub.config.ice_servers.clone(),
+                    ice_servers: self.hub.ice_servers_for(id),
                     resume_token: token,
                     resumed: false,
                     lock: entered.lock,
@@ -1272,7 +1279,7 @@ impl Session {
                     you: id,
                     peers: inner.others(&room, id),
                     capacity: self.hub.capacity(),
-                    ice_servers: self.hub.config.ice_servers.clone(),
+                    ice_servers: self.hub.ice_servers_for(id),
                     resume_token: token,
                     resumed: true,
                     lock: inner

@@ -138,12 +138,14 @@ impl Attempts {
 }
 
 /// Attempt buckets per client address, bounded: at [`IpAttempts::MAX_ADDRESSES`] addresses the
-/// buckets that have refilled are forgotten, and if none has, a new address is refused (fail
-/// closed: a flood from many addresses cannot grow memory or escape the limit).
+/// buckets that have refilled are forgotten (at most once a second: the sweep runs under the
+/// hub's lock), and if none has, a new address is refused (fail closed: a flood from many
+/// addresses cannot grow memory or escape the limit).
 #[derive(Debug)]
 pub struct IpAttempts {
     rate: Rate,
     buckets: HashMap<IpAddr, Attempts>,
+    last_sweep_ms: Option<u64>,
 }
 
 impl IpAttempts {
@@ -153,6 +155,7 @@ impl IpAttempts {
         Self {
             rate,
             buckets: HashMap::new(),
+            last_sweep_ms: None,
         }
     }
 
@@ -164,8 +167,14 @@ impl IpAttempts {
         }
         let rate = self.rate;
         if !self.buckets.contains_key(&ip) && self.buckets.len() >= Self::MAX_ADDRESSES {
-            self.buckets
-                .retain(|_, bucket| !bucket.is_full(rate, now_ms));
+            let due = self
+                .last_sweep_ms
+                .is_none_or(|last| now_ms.saturating_sub(last) >= 1000);
+            if due {
+                self.last_sweep_ms = Some(now_ms);
+                self.buckets
+                    .retain(|_, bucket| !bucket.is_full(rate, now_ms));
+            }
             if self.buckets.len() >= Self::MAX_ADDRESSES {
                 return false;
             }
@@ -237,6 +246,10 @@ mod tests {
         assert_eq!(ips.len(), IpAttempts::MAX_ADDRESSES);
         let c: IpAddr = "198.51.100.1".parse().unwrap();
         assert!(!ips.try_take(Some(c), 1), "full of live buckets: refused");
+        assert!(
+            !ips.try_take(Some(c), 500),
+            "no second sweep within a second"
+        );
         assert!(
             ips.try_take(Some(c), 120_000),
             "after a minute all refilled"

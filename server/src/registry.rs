@@ -129,7 +129,9 @@ struct Room {
     /// In the order they joined. Never empty: a room is removed with its last seat.
     seats: Vec<Seat>,
     lock: RoomLock,
-    /// Bumped by every [`Registry::set_lock`].
+    /// Identifies the current lock: new for every [`Registry::set_lock`] and every room created,
+    /// never reused (so a passcode checked against a room that has since been emptied and
+    /// created again, locked with another passcode, admits no one).
     generation: u64,
     chat: VecDeque<ChatEntry>,
     /// Passcode attempts against this room (created on the first one).
@@ -156,6 +158,8 @@ pub struct Registry {
     capacity: usize,
     max_rooms: usize,
     room_attempts: Rate,
+    /// The last lock generation handed out.
+    generations: u64,
 }
 
 impl Registry {
@@ -169,7 +173,13 @@ impl Registry {
             capacity: capacity.max(1),
             max_rooms,
             room_attempts,
+            generations: 0,
         }
+    }
+
+    fn next_generation(&mut self) -> u64 {
+        self.generations += 1;
+        self.generations
     }
 
     pub fn capacity(&self) -> usize {
@@ -224,12 +234,13 @@ impl Registry {
                     });
                 }
                 let lock = lock_if_new.state();
+                let generation = self.next_generation();
                 self.rooms.insert(
                     room.clone(),
                     Room {
                         seats: vec![seat],
                         lock: lock_if_new,
-                        generation: 0,
+                        generation,
                         chat: VecDeque::new(),
                         attempts: None,
                     },
@@ -348,10 +359,11 @@ impl Registry {
 
     /// Locks or opens `room`; returns the new lock's generation (`None`: no such room).
     pub fn set_lock(&mut self, room: &RoomName, lock: RoomLock) -> Option<u64> {
+        let generation = self.next_generation();
         let room = self.rooms.get_mut(room)?;
         room.lock = lock;
-        room.generation += 1;
-        Some(room.generation)
+        room.generation = generation;
+        Some(generation)
     }
 
     /// Takes one passcode attempt from `room`'s allowance (a room that does not exist yet has
@@ -584,29 +596,29 @@ mod tests {
             )
             .unwrap();
         assert_eq!(created.lock, LockState::Passcode);
-        assert_eq!(
-            join(&mut reg, 2, "a"),
-            Err(JoinError::Locked {
-                lock: LockState::Passcode,
-                generation: 0
-            })
-        );
+        let Err(JoinError::Locked {
+            lock: LockState::Passcode,
+            generation: first,
+        }) = join(&mut reg, 2, "a")
+        else {
+            panic!("a newcomer without a passcode is refused");
+        };
         let passcode = |generation| Admission::Passcode { generation };
         assert!(reg
-            .join(&r("a"), seat(2), passcode(0), RoomLock::Open)
+            .join(&r("a"), seat(2), passcode(first), RoomLock::Open)
             .is_ok());
         // Locked again: a check against the old lock no longer admits.
-        let generation = reg
-            .set_lock(&r("a"), RoomLock::Passcode(Arc::new(hash)))
+        let second = reg
+            .set_lock(&r("a"), RoomLock::Passcode(Arc::new(hash.clone())))
             .unwrap();
-        assert_eq!(generation, 1);
+        assert_ne!(second, first);
         assert!(matches!(
-            reg.join(&r("a"), seat(3), passcode(0), RoomLock::Open),
-            Err(JoinError::Locked { generation: 1, .. })
+            reg.join(&r("a"), seat(3), passcode(first), RoomLock::Open),
+            Err(JoinError::Locked { generation, .. }) if generation == second
         ));
-        reg.set_lock(&r("a"), RoomLock::Closed);
+        let closed = reg.set_lock(&r("a"), RoomLock::Closed).unwrap();
         assert!(matches!(
-            reg.join(&r("a"), seat(3), passcode(2), RoomLock::Open),
+            reg.join(&r("a"), seat(3), passcode(closed), RoomLock::Open),
             Err(JoinError::Locked {
                 lock: LockState::Closed,
                 ..
@@ -618,6 +630,23 @@ mod tests {
             .is_ok());
         reg.set_lock(&r("a"), RoomLock::Open);
         assert_eq!(join(&mut reg, 4, "a"), Ok(vec![p(1), p(2), p(3)]));
+        // Emptied and created again with another passcode: a check against the old room's lock
+        // (whatever its generation) admits no one.
+        for id in 1..=4 {
+            reg.leave(p(id));
+        }
+        reg.join(
+            &r("a"),
+            seat(5),
+            Admission::Newcomer,
+            RoomLock::Passcode(Arc::new(hash)),
+        )
+        .unwrap();
+        for old in [first, second, closed] {
+            assert!(reg
+                .join(&r("a"), seat(6), passcode(old), RoomLock::Open)
+                .is_err());
+        }
     }
 
     #[test]
