@@ -102,48 +102,52 @@ impl HubConfig {
     }
 }
 
-/// One serialized server message, shared by every queue it goes to.
+/// One serialized server message, shared by every queue it goes to. A pointer, so that a queue's
+/// slots (which an idle connection keeps allocated) stay small.
 #[derive(Clone, Debug)]
-pub struct Frame {
+pub struct Frame(Arc<FrameInner>);
+
+#[derive(Debug)]
+struct FrameInner {
     kind: ServerKind,
     text: Utf8Bytes,
 }
 
 impl Frame {
     fn new(message: &ServerMessage) -> Self {
-        Self {
+        Self(Arc::new(FrameInner {
             kind: message.kind(),
             text: Utf8Bytes::from(message.to_json()),
-        }
+        }))
     }
 
     pub fn kind(&self) -> ServerKind {
-        self.kind
+        self.0.kind
     }
 
     /// The JSON text, as written to the websocket.
     pub fn text(&self) -> &Utf8Bytes {
-        &self.text
+        &self.0.text
     }
 
     /// Bytes counted against queue bounds.
     pub fn len(&self) -> usize {
-        self.text.len()
+        self.0.text.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.text.is_empty()
+        self.0.text.is_empty()
     }
 
     /// Parses the text back (tests, fuzzing).
     pub fn decode(&self) -> Result<ServerMessage, serde_json::Error> {
-        ServerMessage::from_json(&self.text)
+        ServerMessage::from_json(&self.0.text)
     }
 
     /// A signal for one peer (kept for a held seat; everything else `joined` restates).
     fn is_signal(&self) -> bool {
         matches!(
-            self.kind,
+            self.0.kind,
             ServerKind::Description | ServerKind::IceCandidate
         )
     }
@@ -279,6 +283,13 @@ enum Proof {
 }
 
 type ConnId = u64;
+
+/// A seat id and its resume token, drawn and signed before the hub's lock is taken (a random
+/// draw and an HMAC are the costly part of a join).
+struct Ticket {
+    id: PeerId,
+    token: ResumeToken,
+}
 
 pub struct Hub {
     config: HubConfig,
@@ -502,15 +513,26 @@ impl Hub {
     /// A random id no seat has.
     fn fresh_id(&self, inner: &Inner) -> Result<PeerId, RandomError> {
         for _ in 0..8 {
-            let mut bits = [0u8; 8];
-            self.rng.fill(&mut bits).map_err(|_| RandomError)?;
-            let id = PeerId::from_random(u64::from_le_bytes(bits));
+            let id = self.draw_id()?;
             if inner.registry.room_of(id).is_none() {
                 return Ok(id);
             }
         }
         // Eight collisions in 2^53 ids: the generator is broken.
         Err(RandomError)
+    }
+
+    /// A random id (not checked against the seats).
+    fn draw_id(&self) -> Result<PeerId, RandomError> {
+        let mut bits = [0u8; 8];
+        self.rng.fill(&mut bits).map_err(|_| RandomError)?;
+        Ok(PeerId::from_random(u64::from_le_bytes(bits)))
+    }
+
+    /// `id`'s seat in `room`, with its resume token.
+    fn ticket(&self, id: PeerId, room: &RoomName, now: Now) -> Option<Ticket> {
+        let token = self.config.resume.mint(id, room, now.unix_secs()).ok()?;
+        Some(Ticket { id, token })
     }
 
     /// The ICE servers handed to `id` in its `joined` (every `joined`, fresh or resumed, comes
@@ -1046,6 +1068,14 @@ impl Session {
                 }
             }
         };
+        let ticket = match resumed {
+            Some(id) => self.hub.ticket(id, &request.room, now),
+            None => self
+                .hub
+                .draw_id()
+                .ok()
+                .and_then(|id| self.hub.ticket(id, &request.room, now)),
+        };
         let mut inner = self.hub.lock();
         if let Some(seat) = inner.seat_of(self.conn) {
             let room = inner
@@ -1056,14 +1086,23 @@ impl Session {
             let text = format!("You are already in room \"{room}\". Leave it first.");
             return inner.refuse(self.conn, ErrorCode::AlreadyJoined, text);
         }
+        let Some(ticket) = ticket else {
+            return self.cannot_seat(&mut inner);
+        };
         inner.expire(now);
         match resumed {
-            Some(id) => self.resume(&mut inner, id, request, now),
-            None => self.newcomer(&mut inner, request, now),
+            Some(_) => self.resume(&mut inner, ticket, request),
+            None => self.newcomer(&mut inner, ticket, request, now),
         }
     }
 
-    fn newcomer(&self, inner: &mut Inner, request: JoinRequest, now: Now) -> Handled {
+    fn newcomer(
+        &self,
+        inner: &mut Inner,
+        ticket: Ticket,
+        request: JoinRequest,
+        now: Now,
+    ) -> Handled {
         let room = request.room.clone();
         let lock_if_new = match (inner.registry.lock(&room), &request.proof) {
             // A room this join creates: locked if a passcode came with it.
@@ -1121,37 +1160,40 @@ impl Session {
             Proof::Verified { generation } => Admission::Passcode { generation },
             _ => Admission::Newcomer,
         };
-        let id = match self.hub.fresh_id(inner) {
-            Ok(id) => id,
-            Err(RandomError) => return self.cannot_seat(inner),
+        // The id drawn outside the lock is almost surely free; if not, draw again here.
+        let ticket = if inner.registry.room_of(ticket.id).is_none() {
+            Some(ticket)
+        } else {
+            self.hub
+                .fresh_id(inner)
+                .ok()
+                .and_then(|id| self.hub.ticket(id, &request.room, now))
+        };
+        let Some(ticket) = ticket else {
+            return self.cannot_seat(inner);
         };
         self.take_seat(
             inner,
-            id,
+            ticket,
             request.room,
             request.name,
             admission,
             lock_if_new,
-            now,
         )
     }
 
-    /// Seats this connection as `id` in `room` (a newcomer, or a known person whose seat the
-    /// server forgot) and tells everyone.
-    #[allow(clippy::too_many_arguments)]
+    /// Seats this connection as `ticket.id` in `room` (a newcomer, or a known person whose seat
+    /// the server forgot) and tells everyone.
     fn take_seat(
         &self,
         inner: &mut Inner,
-        id: PeerId,
+        ticket: Ticket,
         room: RoomName,
         name: DisplayName,
         admission: Admission,
         lock_if_new: RoomLock,
-        now: Now,
     ) -> Handled {
-        let Ok(token) = self.hub.config.resume.mint(id, &room, now.unix_secs()) else {
-            return self.cannot_seat(inner);
-        };
+        let Ticket { id, token } = ticket;
         let seat = Seat::new(id, name);
         let member = seat.member();
         match inner.registry.join(&room, seat, admission, lock_if_new) {
@@ -1212,21 +1254,21 @@ impl Session {
         }
     }
 
-    /// A join with a valid token for seat `id` in `request.room`.
-    fn resume(&self, inner: &mut Inner, id: PeerId, request: JoinRequest, now: Now) -> Handled {
+    /// A join with a valid token for seat `ticket.id` in `request.room`.
+    fn resume(&self, inner: &mut Inner, ticket: Ticket, request: JoinRequest) -> Handled {
         let room = request.room;
+        let id = ticket.id;
         match inner.registry.room_of(id) {
             None => {
                 // The server does not know this seat (it restarted, or the grace passed): seat
                 // the person again under the same id, past any lock, if there is space.
                 let seated = self.take_seat(
                     inner,
-                    id,
+                    ticket,
                     room,
                     request.name,
                     Admission::Member,
                     RoomLock::Open,
-                    now,
                 );
                 if matches!(seated, Handled::Done) {
                     self.hub.metrics.resume(ResumeOutcome::Restored);
@@ -1239,9 +1281,7 @@ impl Session {
                 inner.refuse(self.conn, ErrorCode::ResumeRefused, text)
             }
             Some(_) => {
-                let Ok(token) = self.hub.config.resume.mint(id, &room, now.unix_secs()) else {
-                    return self.cannot_seat(inner);
-                };
+                let token = ticket.token;
                 let (kept, outcome) = match inner.held.remove(&id) {
                     Some(kept) => {
                         let others = inner.registry.reconnect(id).unwrap_or_default();

@@ -133,6 +133,13 @@ struct Room {
     /// never reused (so a passcode checked against a room that has since been emptied and
     /// created again, locked with another passcode, admits no one).
     generation: u64,
+    /// Chat history and passcode attempts, allocated when first needed: most rooms use neither,
+    /// and every open room pays for what is inline.
+    extra: Option<Box<RoomExtra>>,
+}
+
+#[derive(Debug, Default)]
+struct RoomExtra {
     chat: VecDeque<ChatEntry>,
     /// Passcode attempts against this room (created on the first one).
     attempts: Option<Attempts>,
@@ -221,7 +228,11 @@ impl Registry {
                 let entered = Entered {
                     others: existing.seats.iter().map(Seat::member).collect(),
                     lock: existing.lock.state(),
-                    chat: existing.chat.iter().cloned().collect(),
+                    chat: existing
+                        .extra
+                        .as_ref()
+                        .map(|extra| extra.chat.iter().cloned().collect())
+                        .unwrap_or_default(),
                     created: false,
                 };
                 existing.seats.push(seat);
@@ -241,8 +252,7 @@ impl Registry {
                         seats: vec![seat],
                         lock: lock_if_new,
                         generation,
-                        chat: VecDeque::new(),
-                        attempts: None,
+                        extra: None,
                     },
                 );
                 Entered {
@@ -372,6 +382,8 @@ impl Registry {
         let rate = self.room_attempts;
         match self.rooms.get_mut(room) {
             Some(room) => room
+                .extra
+                .get_or_insert_with(Box::default)
                 .attempts
                 .get_or_insert_with(|| Attempts::full(rate, now_ms))
                 .try_take(rate, now_ms),
@@ -383,17 +395,19 @@ impl Registry {
     pub fn chat(&self, room: &RoomName) -> Vec<ChatEntry> {
         self.rooms
             .get(room)
-            .map(|r| r.chat.iter().cloned().collect())
+            .and_then(|r| r.extra.as_ref())
+            .map(|extra| extra.chat.iter().cloned().collect())
             .unwrap_or_default()
     }
 
     /// Adds a chat message to `room`'s history, forgetting the oldest beyond [`CHAT_HISTORY`].
     pub fn push_chat(&mut self, room: &RoomName, entry: ChatEntry) {
         if let Some(room) = self.rooms.get_mut(room) {
-            if room.chat.len() >= CHAT_HISTORY {
-                room.chat.pop_front();
+            let chat = &mut room.extra.get_or_insert_with(Box::default).chat;
+            if chat.len() >= CHAT_HISTORY {
+                chat.pop_front();
             }
-            room.chat.push_back(entry);
+            chat.push_back(entry);
         }
     }
 

@@ -275,8 +275,10 @@ impl Connection {
                         Some(Ok(message)) => match self.on_frame(message) {
                             Step::Continue => {}
                             Step::End(end) => return end,
+                            // Boxed: only a join with a passcode gets here, and an idle
+                            // connection's task should not carry this future's space.
                             Step::Stretch(stretch) => {
-                                if let Some(end) = self.stretch(stretch).await {
+                                if let Some(end) = Box::pin(self.stretch(stretch)).await {
                                     return end;
                                 }
                             }
@@ -286,7 +288,7 @@ impl Connection {
                     }
                 }
                 outgoing = self.session.recv() => match outgoing {
-                    Ok(first) => match write_batch(sink, first, &self.session, write_timeout).await {
+                    Ok(first) => match Box::pin(write_batch(sink, first, &self.session, write_timeout)).await {
                         Written::Ok => {}
                         Written::Failed => {
                             tracing::debug!("write failed");
@@ -311,7 +313,7 @@ impl Connection {
                         return End::drop_connection(close_code::POLICY, "no answer to keep-alive pings");
                     }
                     let now = Instant::now();
-                    if !write(sink, Message::Ping(Default::default()), write_timeout).await {
+                    if !Box::pin(write(sink, Message::Ping(Default::default()), write_timeout)).await {
                         return End::Gone;
                     }
                     ping_sent = Some(now);
