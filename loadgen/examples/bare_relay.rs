@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use futures_util::{SinkExt, StreamExt};
-use shared::{ClientMessage, PeerId, ServerMessage};
+use shared::{ClientMessage, LockState, MediaState, Member, PeerId, ResumeToken, ServerMessage};
 use tokio::net::TcpSocket;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
@@ -110,7 +110,11 @@ async fn serve(tcp: tokio::net::TcpStream, state: Arc<Mutex<State>>) {
 fn handle(state: &Mutex<State>, me: u64, tx: &mpsc::UnboundedSender<String>, text: &str) {
     let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
     match ClientMessage::decode(text) {
-        Ok(ClientMessage::Join { room, .. }) => {
+        Ok(ClientMessage::Join {
+            room,
+            name: display,
+            ..
+        }) => {
             let name = room.as_str().to_string();
             let members = s.rooms.entry(name.clone()).or_default();
             let others = members.clone();
@@ -118,28 +122,43 @@ fn handle(state: &Mutex<State>, me: u64, tx: &mpsc::UnboundedSender<String>, tex
             if let Some(entry) = s.peers.get_mut(&me) {
                 entry.0 = name;
             }
+            let member = |id: u64| Member {
+                id: PeerId::new(id),
+                name: display.clone(),
+                media: MediaState::default(),
+                reconnecting: false,
+            };
+            let Ok(resume_token) = ResumeToken::new("bare-relay") else {
+                return;
+            };
             let joined = ServerMessage::Joined {
                 room,
                 you: PeerId::new(me),
-                peers: others.iter().copied().map(PeerId::new).collect(),
+                peers: others.iter().copied().map(member).collect(),
                 capacity: 2,
                 ice_servers: Vec::new(),
+                resume_token,
+                resumed: false,
+                lock: LockState::Open,
+                chat: Vec::new(),
             };
             let _ = tx.send(joined.to_json());
-            let note = ServerMessage::PeerJoined {
-                peer: PeerId::new(me),
-            }
-            .to_json();
+            let note = ServerMessage::PeerJoined { peer: member(me) }.to_json();
             for other in others {
                 if let Some((_, peer)) = s.peers.get(&other) {
                     let _ = peer.send(note.clone());
                 }
             }
         }
-        Ok(ClientMessage::IceCandidate { to, candidate }) => {
+        Ok(ClientMessage::IceCandidate {
+            to,
+            connection,
+            candidate,
+        }) => {
             if let Some((_, peer)) = s.peers.get(&to.get()) {
                 let relayed = ServerMessage::IceCandidate {
                     from: PeerId::new(me),
+                    connection,
                     candidate,
                 };
                 let _ = peer.send(relayed.to_json());

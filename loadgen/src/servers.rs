@@ -141,11 +141,16 @@ fn wait_for_line<T>(
     }
 }
 
+/// Signs the resume tokens of a server under test (nothing resumes in a benchmark; given so that
+/// the server writes no data directory).
+const RESUME_SECRET: &str = "loadgen: a benchmark's resume secret";
+
 /// Starts our server binary on a free loopback port.
 pub fn start_noom(bin: &Path, args: &[String], log: &Path) -> io::Result<Target> {
     let mut command = Command::new(bin);
     command
         .args(["--addr", "127.0.0.1:0", "--ice-server", "none"])
+        .args(["--resume-secret", RESUME_SECRET])
         .args(args);
     let (mut guard, lines) = spawn(command, "the Noom server", log)?;
     let addr = wait_for_line(&lines, &mut guard, Duration::from_secs(20), |line| {
@@ -299,7 +304,10 @@ pub const GENEROUS_LIMITS: &[(&str, &str)] = &[
 /// Limit flags that no shape comes near at their defaults: they stay as the server sets them.
 pub const DEFAULT_LIMITS: &[&str] = &[
     "--max-message-bytes",
-    "--queue-capacity",
+    "--max-queue-bytes",
+    "--write-timeout-ms",
+    "--passcode-attempts-per-ip",
+    "--passcode-attempts-per-room",
     "--max-bad-messages",
     "--ping-interval-ms",
     "--ping-timeout-ms",

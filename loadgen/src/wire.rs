@@ -1,8 +1,9 @@
 //! The two relays' wire formats, spoken by one client type so both are driven the same way.
 //!
 //! - [`Dialect::Noom`]: our `/ws` protocol, with the `shared` crate's [`ClientMessage`] and
-//!   [`ServerMessage`]. A signal is an `iceCandidate` addressed `to` the peer, the payload in its
-//!   `candidate` string.
+//!   [`ServerMessage`]. A signal is an `iceCandidate` addressed `to` the peer (from connection
+//!   [`CONNECTION`]), the payload in its `candidate` string. A client leaves on purpose (`leave`)
+//!   before closing, as a browser does, so the server does not keep its seat for a resume.
 //! - [`Dialect::SocketIo`]: the tutorial's express + socket.io relay, spoken as Engine.IO 4 over
 //!   a raw websocket (`../shared/bench/sio-relay/README.md`): open packet `0{..}`, `40`
 //!   namespace connect, `420["join_room",R]` acked by `430[]`, `42["welcome"]`,
@@ -15,7 +16,10 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
-use shared::{ClientMessage, IceCandidate, PeerId, RoomName, ServerMessage, PROTOCOL_VERSION};
+use shared::{
+    ClientMessage, ConnectionId, DisplayName, IceCandidate, PeerId, RoomName, ServerMessage,
+    PROTOCOL_VERSION,
+};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
@@ -97,6 +101,12 @@ pub fn ws_config(read_buffer: usize) -> WebSocketConfig {
         .max_frame_size(Some(1 << 20))
 }
 
+/// The display name every generated client joins with.
+const NAME: &str = "loadgen";
+
+/// The `RTCPeerConnection` id generated clients tag their signals with.
+pub const CONNECTION: ConnectionId = ConnectionId::new(1);
+
 fn other(text: impl Into<String>) -> io::Error {
     io::Error::other(text.into())
 }
@@ -154,6 +164,9 @@ impl Client {
                 room: RoomName::new(self.room.clone())
                     .map_err(|e| other(format!("room name: {e}")))?,
                 version: PROTOCOL_VERSION,
+                name: DisplayName::new(NAME).map_err(|e| other(format!("name: {e}")))?,
+                resume: None,
+                passcode: None,
             }
             .to_json(),
             Dialect::SocketIo => format!("420[\"join_room\",{}]", json_string(&self.room)),
@@ -221,6 +234,7 @@ impl Client {
         match self.dialect {
             Dialect::Noom => ClientMessage::IceCandidate {
                 to: PeerId::new(self.peer),
+                connection: CONNECTION,
                 candidate: IceCandidate {
                     candidate: payload,
                     sdp_mid: None,
@@ -301,9 +315,13 @@ impl Client {
         }
     }
 
-    /// Sends a close frame and waits (briefly) for the server to finish the close handshake.
+    /// Leaves the room (Noom), sends a close frame and waits (briefly) for the server to finish
+    /// the close handshake.
     pub async fn close(mut self) {
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            if self.dialect == Dialect::Noom && self.me != 0 {
+                let _ = self.feed_text(ClientMessage::Leave.to_json()).await;
+            }
             if self.ws.close(None).await.is_ok() {
                 while let Some(Ok(_)) = self.ws.next().await {}
             }
@@ -326,16 +344,26 @@ pub fn parse(dialect: Dialect, text: &str) -> Parsed {
         Dialect::Noom => Parsed::Event(match ServerMessage::from_json(text) {
             Ok(ServerMessage::Joined { you, peers, .. }) => Event::Joined {
                 you: you.get(),
-                peers: peers.into_iter().map(PeerId::get).collect(),
+                peers: peers.into_iter().map(|member| member.id.get()).collect(),
             },
-            Ok(ServerMessage::PeerJoined { peer }) => Event::PeerJoined { peer: peer.get() },
+            Ok(ServerMessage::PeerJoined { peer }) => Event::PeerJoined {
+                peer: peer.id.get(),
+            },
             Ok(ServerMessage::IceCandidate { candidate, .. }) => Event::Signal(candidate.candidate),
             Ok(ServerMessage::Description { description, .. }) => Event::Signal(description.sdp),
             Ok(ServerMessage::PeerLeft { peer }) => Event::Failure(format!("peer {peer} left")),
+            Ok(ServerMessage::PeerReconnecting { peer }) => {
+                Event::Failure(format!("peer {peer} lost its connection"))
+            }
             Ok(ServerMessage::Error { code, message }) => {
                 Event::Failure(format!("server error {code}: {message}"))
             }
-            Ok(ServerMessage::PeerMediaState { .. }) => Event::Other,
+            Ok(
+                ServerMessage::PeerMediaState { .. }
+                | ServerMessage::PeerReconnected { .. }
+                | ServerMessage::Chat(_)
+                | ServerMessage::LockChanged { .. },
+            ) => Event::Other,
             Err(e) => Event::Failure(format!("undecodable server message ({e}): {text:.120}")),
         }),
         Dialect::SocketIo => {
@@ -409,6 +437,7 @@ mod tests {
     fn noom_frames() {
         let text = ServerMessage::IceCandidate {
             from: PeerId::new(3),
+            connection: CONNECTION,
             candidate: IceCandidate {
                 candidate: "S 1 2".into(),
                 sdp_mid: None,
@@ -422,7 +451,12 @@ mod tests {
             Parsed::Event(Event::Signal("S 1 2".into()))
         );
         let text = ServerMessage::PeerJoined {
-            peer: PeerId::new(9),
+            peer: shared::Member {
+                id: PeerId::new(9),
+                name: DisplayName::new(NAME).unwrap(),
+                media: shared::MediaState::default(),
+                reconnecting: false,
+            },
         }
         .to_json();
         assert_eq!(

@@ -19,6 +19,10 @@ fn server_config() -> server::Config {
         .collect();
     let (limits, _) = servers::limit_args(&flags, &[]);
     let mut args = vec!["server".to_string(), "--ice-server".into(), "none".into()];
+    args.extend([
+        "--resume-secret".into(),
+        "loadgen smoke test resume secret".into(),
+    ]);
     args.extend(limits);
     server::Config::parse_from(args)
 }

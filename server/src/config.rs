@@ -12,10 +12,12 @@ use clap::Parser;
 use ipnet::IpNet;
 use shared::IceServer;
 
-use crate::datadir::{DataDir, DataDirError, Secret};
-use crate::hub::HubConfig;
+use crate::datadir::{DataDir, DataDirError, Secret, MIN_SECRET_CHARS};
+use crate::hub::{HubConfig, MIN_QUEUE_BYTES};
 use crate::ice::{BuiltinTurn, IceServers};
 use crate::origin::Origin;
+use crate::passcode::{Rate, DEFAULT_ITERATIONS};
+use crate::resume::ResumeKeys;
 use crate::tls::{AcmeSettings, HandshakeLimits, TlsMode, LETS_ENCRYPT_PRODUCTION};
 use crate::turn::{PortRange, TurnSettings};
 
@@ -60,9 +62,10 @@ pub struct Config {
     #[arg(long, env = "NOOM_DIST")]
     pub dist: Option<PathBuf>,
 
-    /// People per room. 2 is a 1:1 call.
-    #[arg(long, env = "NOOM_ROOM_CAPACITY", default_value_t = 2,
-          value_parser = clap::value_parser!(u32).range(1..=16))]
+    /// People per room (at most 8: every browser sends its video to each of the others, so a
+    /// mesh larger than that does not fit a home uplink).
+    #[arg(long, env = "NOOM_ROOM_CAPACITY", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(1..=8))]
     pub room_capacity: u32,
 
     /// Rooms open at once; a join that would open one more gets `server-full`.
@@ -78,11 +81,6 @@ pub struct Config {
     /// Largest websocket message accepted, in bytes (SDP offers are a few KiB).
     #[arg(long, env = "NOOM_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
     pub max_message_bytes: usize,
-
-    /// Messages that may wait for one connection; a client that falls further behind is dropped.
-    #[arg(long, env = "NOOM_QUEUE_CAPACITY", default_value_t = 128,
-          value_parser = clap::value_parser!(u32).range(1..))]
-    pub queue_capacity: u32,
 
     /// Seconds open connections get to close after Ctrl-C / SIGTERM before the server exits.
     #[arg(long, env = "NOOM_SHUTDOWN_GRACE_SECS", default_value_t = 5)]
@@ -125,9 +123,9 @@ pub struct Config {
     #[arg(long, env = "NOOM_PING_INTERVAL_MS", default_value_t = 15_000)]
     pub ping_interval_ms: u64,
 
-    /// Milliseconds a ping may go unanswered (or a write may stay blocked) before the peer is
-    /// taken for dead: its connection is dropped and its room told it left. With the default
-    /// interval, a dead peer is noticed within 30 s.
+    /// Milliseconds a ping may go unanswered before the peer is taken for dead: its connection
+    /// is dropped (its seat kept for --resume-grace-secs). With the default interval, a dead
+    /// peer is noticed within 30 s.
     #[arg(long, env = "NOOM_PING_TIMEOUT_MS", default_value_t = 15_000,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub ping_timeout_ms: u64,
@@ -275,6 +273,42 @@ pub struct Config {
         help_heading = "TURN"
     )]
     pub turn_secret: Option<SecretArg>,
+
+    // --- Seats, resume, outbound queues and room passcodes (the hub) ------------------------
+    /// Secret that signs resume tokens (at least 16 characters). Give every server node, and
+    /// every restart, the same one so their tokens stay valid. Default: the `resume-secret` file
+    /// in --data-dir, created with a random secret on first start.
+    #[arg(long, env = "NOOM_RESUME_SECRET", hide_env_values = true)]
+    pub resume_secret: Option<String>,
+
+    /// Seconds a dropped connection's seat is kept (the room sees the person as reconnecting)
+    /// before the room is told they left; a reconnect with the seat's resume token within it
+    /// takes the seat back. 0: release at once.
+    #[arg(long, env = "NOOM_RESUME_GRACE_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub resume_grace_secs: u64,
+
+    /// Bytes of messages that may wait for one connection (at least 524288). A client whose
+    /// queue would grow past it is dropped as too slow; memory per connection stays bounded
+    /// while honest bursts (three peers' ICE candidates, chat history) pass.
+    #[arg(long, env = "NOOM_MAX_QUEUE_BYTES", default_value_t = 1024 * 1024)]
+    pub max_queue_bytes: usize,
+
+    /// Milliseconds a write to a client may make no progress before the client is taken for a
+    /// stalled reader and dropped (its seat kept for --resume-grace-secs). Each write is at most
+    /// 64 KiB plus one message, so a client reading slower than that per period is dropped.
+    #[arg(long, env = "NOOM_WRITE_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub write_timeout_ms: u64,
+
+    /// Passcode attempts (joins with a passcode, locks with one) per client address per minute;
+    /// more are refused with `too-many-attempts`. 0: no limit.
+    #[arg(long, env = "NOOM_PASSCODE_ATTEMPTS_PER_IP", default_value_t = 10)]
+    pub passcode_attempts_per_ip: u32,
+
+    /// Passcode attempts per room per minute, from all addresses together. 0: no limit.
+    #[arg(long, env = "NOOM_PASSCODE_ATTEMPTS_PER_ROOM", default_value_t = 30)]
+    pub passcode_attempts_per_room: u32,
 }
 
 /// The `--tls` choices (see [`Config::tls_mode`] for how they combine with the other flags).
@@ -350,7 +384,7 @@ pub enum ConfigError {
     #[error("--turn-url {0:?}: expected a turn: or turns: URL with a host, like turn:turn.example:3478?transport=udp")]
     BadTurnUrl(String),
     #[error("the TURN secret: {0}")]
-    TurnSecret(#[from] DataDirError),
+    TurnSecret(DataDirError),
     #[error(
         "--turn-secret: a secret needs at least {} characters",
         crate::datadir::MIN_SECRET_CHARS
@@ -375,6 +409,12 @@ pub enum ConfigError {
     BadAcmeEmail(String),
     #[error("--acme-directory {0:?}: expected an https:// URL")]
     BadAcmeDirectory(String),
+    #[error("--resume-secret: at least {MIN_SECRET_CHARS} characters, please")]
+    ShortResumeSecret,
+    #[error("resume secret: {0}")]
+    ResumeSecret(DataDirError),
+    #[error("--max-queue-bytes {got}: at least {min} (the largest message the server sends must fit twice)")]
+    SmallQueue { got: usize, min: usize },
 }
 
 impl Config {
@@ -560,12 +600,59 @@ impl Config {
     // --- end TLS ---
 
     /// `builtin`: the built-in TURN server, when one was started.
+    // --- Seats, resume, outbound queues and room passcodes (the hub) ------------------------
+
+    /// The resume-token secret: the flag, else the data directory's `resume-secret` file
+    /// (created on first use).
+    pub fn resume_secret(&self) -> Result<Secret, ConfigError> {
+        match self.resume_secret.as_deref() {
+            Some(text) => Secret::from_text(text).ok_or(ConfigError::ShortResumeSecret),
+            None => self
+                .data_dir()
+                .secret("resume-secret")
+                .map_err(ConfigError::ResumeSecret),
+        }
+    }
+
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_millis(self.write_timeout_ms.max(1))
+    }
+
+    /// The smallest `--max-queue-bytes` that works with `--max-message-bytes`: a relayed
+    /// message is a little larger than what its sender sent, and must fit in half a queue (what
+    /// a reconnecting seat keeps).
+    pub fn min_queue_bytes(&self) -> usize {
+        MIN_QUEUE_BYTES.max(
+            self.max_message_bytes
+                .saturating_add(1024)
+                .saturating_mul(2),
+        )
+    }
+
+    /// Everything the hub needs. Reads (or creates) the resume secret. `builtin`: the built-in
+    /// TURN server, when one was started (its credentials are minted per `joined`).
     pub fn hub_config(&self, builtin: Option<BuiltinTurn>) -> Result<HubConfig, ConfigError> {
+        let min = self.min_queue_bytes();
+        if self.max_queue_bytes < min {
+            return Err(ConfigError::SmallQueue {
+                got: self.max_queue_bytes,
+                min,
+            });
+        }
         Ok(HubConfig {
             room_capacity: self.room_capacity as usize,
             max_rooms: self.max_rooms,
-            queue_capacity: self.queue_capacity as usize,
+            max_queue_bytes: self.max_queue_bytes,
             ice_servers: self.ice_server_list(builtin)?,
+            resume: ResumeKeys::new(&self.resume_secret()?),
+            resume_grace: Duration::from_secs(self.resume_grace_secs),
+            passcode_iterations: DEFAULT_ITERATIONS,
+            attempts_per_ip: Rate {
+                per_minute: self.passcode_attempts_per_ip,
+            },
+            attempts_per_room: Rate {
+                per_minute: self.passcode_attempts_per_room,
+            },
         })
     }
 
@@ -607,7 +694,10 @@ impl Config {
     pub fn turn_secret(&self) -> Result<Secret, ConfigError> {
         match &self.turn_secret {
             Some(SecretArg(text)) => Secret::from_text(text).ok_or(ConfigError::ShortTurnSecret),
-            None => Ok(self.data_dir().secret(TURN_SECRET_FILE)?),
+            None => self
+                .data_dir()
+                .secret(TURN_SECRET_FILE)
+                .map_err(ConfigError::TurnSecret),
         }
     }
 
@@ -687,7 +777,7 @@ mod tests {
     #[test]
     fn defaults_hand_out_the_tutorial_stun_list() {
         let config = Config::defaults();
-        assert_eq!(config.room_capacity, 2);
+        assert_eq!(config.room_capacity, 4);
         assert_eq!(config.addr.to_string(), "127.0.0.1:8080");
         let servers = config.ice_servers().unwrap();
         assert_eq!(servers.len(), DEFAULT_ICE_SERVERS.len());
@@ -726,6 +816,8 @@ mod tests {
             Err(ConfigError::TurnUnsupported(_))
         ));
         assert!(Config::try_parse_from(["server", "--room-capacity", "0"]).is_err());
+        assert!(Config::try_parse_from(["server", "--room-capacity", "9"]).is_err());
+        assert_eq!(parse(&["--room-capacity", "8"]).room_capacity, 8);
     }
 
     #[test]
@@ -1009,4 +1101,55 @@ mod tests {
         assert!(Config::try_parse_from(["server", "--max-tls-handshakes", "0"]).is_err());
     }
     // --- end TLS ---
+    #[test]
+    fn resume_secret_from_the_flag_or_the_data_dir() {
+        let config = parse(&["--resume-secret", "a secret of twenty chars"]);
+        assert_eq!(
+            config.resume_secret().unwrap(),
+            Secret::from_text("a secret of twenty chars").unwrap()
+        );
+        assert!(matches!(
+            parse(&["--resume-secret", "short"]).resume_secret(),
+            Err(ConfigError::ShortResumeSecret)
+        ));
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let config = parse(&["--data-dir", data.to_str().unwrap()]);
+        let first = config.resume_secret().unwrap();
+        assert!(data.join("resume-secret").is_file());
+        assert_eq!(config.resume_secret().unwrap(), first, "kept across starts");
+    }
+
+    #[test]
+    fn queue_and_grace_defaults_and_bounds() {
+        let config = parse(&["--resume-secret", "a secret of twenty chars"]);
+        assert_eq!(config.resume_grace_secs, 30);
+        assert_eq!(config.write_timeout(), Duration::from_secs(10));
+        let hub = config.hub_config(None).unwrap();
+        assert_eq!(hub.max_queue_bytes, 1024 * 1024);
+        assert_eq!(hub.room_capacity, 4);
+        assert_eq!(hub.attempts_per_ip.per_minute, 10);
+        let small = parse(&[
+            "--resume-secret",
+            "a secret of twenty chars",
+            "--max-queue-bytes",
+            "1000",
+        ]);
+        assert!(matches!(
+            small.hub_config(None),
+            Err(ConfigError::SmallQueue { min: 524_288, .. })
+        ));
+        // Big messages need a bigger queue.
+        let big = parse(&[
+            "--resume-secret",
+            "a secret of twenty chars",
+            "--max-message-bytes",
+            "1000000",
+        ]);
+        assert!(matches!(
+            big.hub_config(None),
+            Err(ConfigError::SmallQueue { .. })
+        ));
+        assert!(Config::try_parse_from(["server", "--resume-grace-secs", "3601"]).is_err());
+    }
 }

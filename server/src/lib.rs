@@ -6,9 +6,13 @@
 //! - [`config`]: flags and environment variables ([`Config`]).
 //! - [`bundle`]: the web app's files: the bundle built into the binary (precompressed, with
 //!   ETags and cache headers), a `--dist` directory, or a page saying there is none.
-//! - [`registry`]: who is in which room; pure bookkeeping, knows nothing of sockets.
-//! - [`hub`]: the signaling state machine: registry + one bounded outbound queue per peer.
-//!   [`hub::Session`] is one connection's handle; no transport inside, tested over channels.
+//! - [`registry`]: who is in which room, seat states, room locks and chat history; pure
+//!   bookkeeping, knows nothing of sockets.
+//! - [`hub`]: the signaling state machine: registry + one byte-bounded outbound queue per
+//!   connection + seats kept for dropped connections. [`hub::Session`] is one connection's
+//!   handle; no transport, no timer inside (time from a [`clock::Clock`]), tested directly.
+//! - [`resume`]: resume tokens (HMAC-SHA256); [`passcode`]: room passcode hashes (PBKDF2) and
+//!   attempt limits; [`clock`]: injected time.
 //! - `ws`: the websocket transport, one task per connection, frames in and queue out; message
 //!   size and rate limits, bad-message limit, keep-alive pings.
 //! - [`limits`]: connection limits (total, per IP) and the per-connection token bucket.
@@ -25,6 +29,7 @@
 //! holds a std `Mutex` across an `.await`.
 
 pub mod bundle;
+pub mod clock;
 pub mod config;
 pub mod datadir;
 pub mod hub;
@@ -32,7 +37,9 @@ pub mod ice;
 pub mod limits;
 pub mod metrics;
 pub mod origin;
+pub mod passcode;
 pub mod registry;
+pub mod resume;
 pub mod tls;
 pub mod turn;
 mod ws;
@@ -65,6 +72,9 @@ pub struct AppState {
     origins: origin::AllowedOrigins,
     client_ip_header: Option<HeaderName>,
     ws: ws::WsSettings,
+    /// Passcode key stretching running at once (each is tens of milliseconds of CPU on a
+    /// blocking thread); more wait their turn.
+    stretching: tokio::sync::Semaphore,
     /// Cancelled when the server starts shutting down; every websocket then closes with 1001.
     pub shutdown: CancellationToken,
     /// Open websockets: each connection's task holds a receiver until it has finished (close
@@ -111,7 +121,11 @@ impl AppState {
         static_files: StaticFiles,
     ) -> Result<Arc<Self>, config::ConfigError> {
         Ok(Arc::new(Self {
-            hub: hub::Hub::with_metrics(config.hub_config(turn)?, Arc::clone(&metrics)),
+            hub: hub::Hub::with_clock(
+                config.hub_config(turn)?,
+                Arc::clone(&metrics),
+                Arc::new(clock::SystemClock::new()),
+            ),
             metrics,
             limiter: limits::ConnectionLimiter::new(
                 config.max_connections,
@@ -128,7 +142,9 @@ impl AppState {
                 max_bad_messages: config.max_bad_messages,
                 ping_interval: config.ping_interval(),
                 ping_timeout: config.ping_timeout(),
+                write_timeout: config.write_timeout(),
             },
+            stretching: tokio::sync::Semaphore::new(ws::MAX_STRETCHING),
             shutdown: CancellationToken::new(),
             connections: tokio::sync::watch::Sender::new(()),
         }))

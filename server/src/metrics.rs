@@ -9,114 +9,133 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use shared::{ClientMessage, ErrorCode};
+use shared::{ClientKind, ErrorCode, ServerKind};
 
 /// The OpenMetrics text content type (what `/metrics` answers with).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Every [`ErrorCode`], in the order of [`code_index`].
-const ERROR_CODES: [ErrorCode; ErrorCode::ALL.len()] = ErrorCode::ALL;
-
-/// Position of `code` in [`ERROR_CODES`]. Exhaustive, so a new code fails to compile until it is
-/// given a counter.
-fn code_index(code: ErrorCode) -> usize {
-    match code {
-        ErrorCode::RoomFull => 0,
-        ErrorCode::InvalidRoom => 1,
-        ErrorCode::UnsupportedVersion => 2,
-        ErrorCode::Malformed => 3,
-        ErrorCode::UnknownType => 4,
-        ErrorCode::NotInRoom => 5,
-        ErrorCode::AlreadyJoined => 6,
-        ErrorCode::UnknownPeer => 7,
-        ErrorCode::ServerFull => 8,
-        ErrorCode::RateLimited => 9,
-    }
-}
-
-/// Why a websocket upgrade or a message was refused before reaching the hub.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Rejection {
-    /// The upgrade came from a page on another site (`Origin` not allowed).
-    Origin,
-    /// The client's IP address already has `--max-connections-per-ip` websockets open.
-    PerIp,
-    /// The server already has `--max-connections` websockets open.
-    Total,
-    /// A message over the per-connection rate limit (dropped, answered `rate-limited`).
-    Rate,
-}
-
-impl Rejection {
-    const ALL: [Rejection; 4] = [
-        Rejection::Origin,
-        Rejection::PerIp,
-        Rejection::Total,
-        Rejection::Rate,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Rejection::Origin => "origin",
-            Rejection::PerIp => "per-ip",
-            Rejection::Total => "total",
-            Rejection::Rate => "rate",
+/// A label enum declared once with its values: `ALL`, `as_str` and `index` come with it, so a
+/// counter family made from `ALL` always has a series for every value (like `shared`'s kinds).
+macro_rules! labels {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $label:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum $name {
+            $($(#[$vdoc])* $variant),+
         }
-    }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $label),+
+                }
+            }
+
+            pub const fn index(self) -> usize {
+                self as usize
+            }
+        }
+    };
 }
+
+labels!(
+    /// Why a websocket upgrade or a message was refused before reaching the hub.
+    Rejection {
+        /// The upgrade came from a page on another site (`Origin` not allowed).
+        Origin = "origin",
+        /// The client's IP address already has `--max-connections-per-ip` websockets open.
+        PerIp = "per-ip",
+        /// The server already has `--max-connections` websockets open.
+        Total = "total",
+        /// A message over the per-connection rate limit (dropped, answered `rate-limited`).
+        Rate = "rate",
+    }
+);
+
+labels!(
+    /// How a join with a valid resume token went (or that the token was refused).
+    ResumeOutcome {
+        /// A held seat taken back within the grace period.
+        Resumed = "resumed",
+        /// A seat still attached to a connection the server thought open, moved to the new one.
+        TakenOver = "taken-over",
+        /// A seat the server did not know (restart, or grace passed), seated again.
+        Restored = "restored",
+        /// Forged, expired, for another room, or malformed: answered `resume-refused`.
+        Refused = "refused",
+    }
+);
 
 // --- TLS ---
-/// Why a TLS handshake did not complete, for `noom_tls_handshake_failures_total{reason}`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HandshakeFailure {
-    /// Not finished within `--tls-handshake-timeout-ms` (a client that sent nothing, or stalled).
-    Timeout,
-    /// Refused by TLS: not a ClientHello, no common version or cipher, a bad certificate alert,
-    /// a connection reset mid-handshake.
-    Error,
-}
-
-impl HandshakeFailure {
-    const ALL: [HandshakeFailure; 2] = [HandshakeFailure::Timeout, HandshakeFailure::Error];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HandshakeFailure::Timeout => "timeout",
-            HandshakeFailure::Error => "error",
-        }
+labels!(
+    /// Why a TLS handshake did not complete, for `noom_tls_handshake_failures_total{reason}`.
+    HandshakeFailure {
+        /// Not finished within `--tls-handshake-timeout-ms` (a client that sent nothing, or
+        /// stalled).
+        Timeout = "timeout",
+        /// Refused by TLS: not a ClientHello, no common version or cipher, a bad certificate
+        /// alert, a connection reset mid-handshake.
+        Error = "error",
     }
-}
+);
 // --- end TLS ---
 
-/// What a relayed message was, for `noom_messages_relayed_total{type}`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Relayed {
-    Description,
-    IceCandidate,
-    PeerMediaState,
-}
-
-impl Relayed {
-    const ALL: [Relayed; 3] = [
-        Relayed::Description,
-        Relayed::IceCandidate,
-        Relayed::PeerMediaState,
-    ];
-
-    fn as_str(self) -> &'static str {
-        match self {
-            Relayed::Description => "description",
-            Relayed::IceCandidate => "iceCandidate",
-            Relayed::PeerMediaState => "peerMediaState",
-        }
+labels!(
+    /// Why a held seat was released.
+    Expiry {
+        /// Its grace period ended.
+        Grace = "grace",
+        /// What was kept for it went over its bound.
+        Overflow = "overflow",
     }
-}
+);
+
+labels!(
+    /// Why a connection was dropped as a slow reader.
+    SlowReason {
+        /// A write made no progress for `--write-timeout-ms`.
+        Stalled = "stalled",
+        /// Its queue would have gone over `--max-queue-bytes`.
+        QueueFull = "queue-full",
+    }
+);
 
 /// The `type` label for a received frame that is not a valid message (bad JSON, unknown type,
 /// binary frame).
 const INVALID: &str = "invalid";
 
 type Labels = [(&'static str, &'static str); 1];
+
+/// One counter per label value, created up front from a list (`ALL`).
+fn family<T: Copy>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    label: &'static str,
+    values: impl IntoIterator<Item = T>,
+    as_str: impl Fn(T) -> &'static str,
+) -> Vec<Counter> {
+    let family = Family::<Labels, Counter>::default();
+    registry.register(name, help, family.clone());
+    values
+        .into_iter()
+        .map(|value| family.get_or_create(&[(label, as_str(value))]).clone())
+        .collect()
+}
+
+fn counter(registry: &mut Registry, name: &str, help: &str) -> Counter {
+    let counter = Counter::default();
+    registry.register(name, help, counter.clone());
+    counter
+}
+
+fn gauge(registry: &mut Registry, name: &str, help: &str) -> Gauge {
+    let gauge = Gauge::default();
+    registry.register(name, help, gauge.clone());
+    gauge
+}
 
 /// All of the server's counters and gauges. One per server (in `AppState` and the hub).
 #[derive(Debug)]
@@ -128,13 +147,25 @@ pub struct Metrics {
     pub connections: Counter,
     /// Rooms open now.
     pub rooms_open: Gauge,
-    /// Received frames by client message type, then [`INVALID`].
+    /// Seats kept for a dropped connection now.
+    pub seats_reconnecting: Gauge,
+    /// The largest outbound queue seen, in bytes.
+    pub queue_high_water_bytes: Gauge,
+    /// Received frames by [`ClientKind`], then [`INVALID`].
     received: Vec<Counter>,
+    /// Messages queued for a member because of another member's message, by [`ServerKind`].
     relayed: Vec<Counter>,
     errors: Vec<Counter>,
     rejections: Vec<Counter>,
-    /// Peers dropped because their outbound queue was full (close 1008, "too slow").
-    pub slow_reader_disconnects: Counter,
+    resumes: Vec<Counter>,
+    seats_expired: Vec<Counter>,
+    slow_readers: Vec<Counter>,
+    /// Chat messages sent (each counted once, however many receive it).
+    pub chat_messages: Counter,
+    /// Rooms locked, opened or locked again.
+    pub lock_changes: Counter,
+    /// Joins with a wrong passcode.
+    pub passcode_failures: Counter,
     /// Connections closed for sending too many bad messages (close 1008).
     pub bad_message_closes: Counter,
     /// Connections closed for a message over `--max-message-bytes` (close 1009).
@@ -171,102 +202,97 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("noom");
-        let connections_open = Gauge::default();
-        registry.register(
-            "connections_open",
-            "Websocket connections open now",
-            connections_open.clone(),
-        );
-        let connections = Counter::default();
-        registry.register(
+        let r = &mut registry;
+        let connections_open = gauge(r, "connections_open", "Websocket connections open now");
+        let connections = counter(
+            r,
             "connections",
             "Websocket connections accepted since the server started",
-            connections.clone(),
         );
-        let rooms_open = Gauge::default();
-        registry.register("rooms_open", "Rooms open now", rooms_open.clone());
-
-        let received_family = Family::<Labels, Counter>::default();
-        registry.register(
+        let rooms_open = gauge(r, "rooms_open", "Rooms open now");
+        let seats_reconnecting = gauge(
+            r,
+            "seats_reconnecting",
+            "Seats kept for people whose connection dropped, now",
+        );
+        let queue_high_water_bytes = gauge(
+            r,
+            "queue_high_water_bytes",
+            "The largest outbound queue of any connection so far, in bytes",
+        );
+        let received = family(
+            r,
             "messages_received",
             "Frames received from clients, by message type (invalid: not a protocol message)",
-            received_family.clone(),
+            "type",
+            ClientKind::ALL.iter().map(|k| k.as_str()).chain([INVALID]),
+            |label| label,
         );
-        let received = ClientMessage::TYPES
-            .iter()
-            .copied()
-            .chain([INVALID])
-            .map(|kind| received_family.get_or_create(&[("type", kind)]).clone())
-            .collect();
-
-        let relayed_family = Family::<Labels, Counter>::default();
-        registry.register(
+        let relayed = family(
+            r,
             "messages_relayed",
-            "Messages queued for another member of the sender's room, by type",
-            relayed_family.clone(),
+            "Messages queued for a member because of another member's message, by type",
+            "type",
+            ServerKind::ALL.iter().copied(),
+            ServerKind::as_str,
         );
-        let relayed = Relayed::ALL
-            .iter()
-            .map(|kind| {
-                relayed_family
-                    .get_or_create(&[("type", kind.as_str())])
-                    .clone()
-            })
-            .collect();
-
-        let errors_family = Family::<Labels, Counter>::default();
-        registry.register(
+        let errors = family(
+            r,
             "errors",
             "Error replies sent to clients, by code",
-            errors_family.clone(),
+            "code",
+            ErrorCode::ALL.iter().copied(),
+            ErrorCode::as_str,
         );
-        let errors = ERROR_CODES
-            .iter()
-            .map(|code| {
-                errors_family
-                    .get_or_create(&[("code", code.as_str())])
-                    .clone()
-            })
-            .collect();
-
-        let rejections_family = Family::<Labels, Counter>::default();
-        registry.register(
+        let rejections = family(
+            r,
             "rejections",
             "Websocket upgrades refused (origin, per-ip, total) and messages over the rate limit (rate)",
-            rejections_family.clone(),
+            "reason",
+            Rejection::ALL.iter().copied(),
+            Rejection::as_str,
         );
-        let rejections = Rejection::ALL
-            .iter()
-            .map(|reason| {
-                rejections_family
-                    .get_or_create(&[("reason", reason.as_str())])
-                    .clone()
-            })
-            .collect();
-
-        let slow_reader_disconnects = Counter::default();
-        registry.register(
+        let resumes = family(
+            r,
+            "resumes",
+            "Joins with a resume token, by outcome",
+            "outcome",
+            ResumeOutcome::ALL.iter().copied(),
+            ResumeOutcome::as_str,
+        );
+        let seats_expired = family(
+            r,
+            "seats_expired",
+            "Seats of dropped connections released without a resume (grace over, or what was kept for them overflowed)",
+            "reason",
+            Expiry::ALL.iter().copied(),
+            Expiry::as_str,
+        );
+        let slow_readers = family(
+            r,
             "slow_reader_disconnects",
-            "Connections dropped because their outbound queue was full (not reading)",
-            slow_reader_disconnects.clone(),
+            "Connections dropped for not reading: a write stalled, or the queue went over its byte bound",
+            "reason",
+            SlowReason::ALL.iter().copied(),
+            SlowReason::as_str,
         );
-        let bad_message_closes = Counter::default();
-        registry.register(
+        let chat_messages = counter(r, "chat_messages", "Chat messages sent");
+        let lock_changes = counter(r, "lock_changes", "Rooms locked, opened, or locked again");
+        let passcode_failures = counter(r, "passcode_failures", "Joins with a wrong passcode");
+        let bad_message_closes = counter(
+            r,
             "bad_message_closes",
             "Connections closed (1008) for sending too many bad messages",
-            bad_message_closes.clone(),
         );
-        let oversize_closes = Counter::default();
-        registry.register(
+        let oversize_closes = counter(
+            r,
             "oversize_closes",
             "Connections closed (1009) for a message over the size limit",
-            oversize_closes.clone(),
         );
-        let keepalive_timeouts = Counter::default();
-        registry.register(
+        let keepalive_timeouts = counter(
+            r,
             "keepalive_timeouts",
             "Connections dropped because a keep-alive ping went unanswered",
-            keepalive_timeouts.clone(),
         );
 
         // --- TLS ---
@@ -327,6 +353,7 @@ impl Metrics {
             tls_certificate_expiry.clone(),
         );
         // --- end TLS ---
+
         let turn = TurnMetrics::register(&mut registry);
 
         Self {
@@ -334,11 +361,18 @@ impl Metrics {
             connections_open,
             connections,
             rooms_open,
+            seats_reconnecting,
+            queue_high_water_bytes,
             received,
             relayed,
             errors,
             rejections,
-            slow_reader_disconnects,
+            resumes,
+            seats_expired,
+            slow_readers,
+            chat_messages,
+            lock_changes,
+            passcode_failures,
             bad_message_closes,
             oversize_closes,
             keepalive_timeouts,
@@ -354,33 +388,38 @@ impl Metrics {
         }
     }
 
-    /// A frame decoded as `message`.
-    pub fn received(&self, message: &ClientMessage) {
-        let index = match message {
-            ClientMessage::Join { .. } => 0,
-            ClientMessage::Leave => 1,
-            ClientMessage::Description { .. } => 2,
-            ClientMessage::IceCandidate { .. } => 3,
-            ClientMessage::MediaState(_) => 4,
-        };
-        self.received[index].inc();
+    /// A frame decoded as a message of `kind`.
+    pub fn received(&self, kind: ClientKind) {
+        self.received[kind.index()].inc();
     }
 
     /// A frame that is not a protocol message.
     pub fn received_invalid(&self) {
-        self.received[ClientMessage::TYPES.len()].inc();
+        self.received[ClientKind::ALL.len()].inc();
     }
 
-    pub fn relayed(&self, kind: Relayed) {
-        self.relayed[kind as usize].inc();
+    pub fn relayed(&self, kind: ServerKind) {
+        self.relayed[kind.index()].inc();
     }
 
     pub fn error(&self, code: ErrorCode) {
-        self.errors[code_index(code)].inc();
+        self.errors[code.index()].inc();
     }
 
     pub fn rejected(&self, reason: Rejection) {
-        self.rejections[reason as usize].inc();
+        self.rejections[reason.index()].inc();
+    }
+
+    pub fn resume(&self, outcome: ResumeOutcome) {
+        self.resumes[outcome.index()].inc();
+    }
+
+    pub fn seat_expired(&self, why: Expiry) {
+        self.seats_expired[why.index()].inc();
+    }
+
+    pub fn slow_reader(&self, why: SlowReason) {
+        self.slow_readers[why.index()].inc();
     }
 
     /// A TLS handshake that did not complete.
@@ -390,7 +429,7 @@ impl Metrics {
 
     /// Current values, as OpenMetrics text.
     pub fn encode(&self) -> String {
-        let mut out = String::with_capacity(4096);
+        let mut out = String::with_capacity(8192);
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
@@ -553,18 +592,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn labels_line_up_with_their_enums() {
-        for (index, code) in ERROR_CODES.iter().enumerate() {
-            assert_eq!(code_index(*code), index);
+    fn local_labels_index_their_own_lists() {
+        for (i, x) in Rejection::ALL.iter().enumerate() {
+            assert_eq!(x.index(), i);
         }
-        for (index, kind) in Relayed::ALL.iter().enumerate() {
-            assert_eq!(*kind as usize, index);
-        }
-        for (index, reason) in Rejection::ALL.iter().enumerate() {
-            assert_eq!(*reason as usize, index);
-        }
-        for (index, reason) in HandshakeFailure::ALL.iter().enumerate() {
-            assert_eq!(*reason as usize, index);
+        for (i, x) in HandshakeFailure::ALL.iter().enumerate() {
+            assert_eq!(x.index(), i);
         }
         for (index, reason) in TurnRefusal::ALL.iter().enumerate() {
             assert_eq!(*reason as usize, index);
@@ -572,11 +605,37 @@ mod tests {
         for (index, reason) in TurnAuthFailure::ALL.iter().enumerate() {
             assert_eq!(*reason as usize, index);
         }
-        // `received` relies on TYPES listing the variants in declaration order.
-        assert_eq!(
-            ClientMessage::TYPES,
-            ["join", "leave", "description", "iceCandidate", "mediaState"]
-        );
+        for (i, x) in ResumeOutcome::ALL.iter().enumerate() {
+            assert_eq!(x.index(), i);
+        }
+        for (i, x) in Expiry::ALL.iter().enumerate() {
+            assert_eq!(x.index(), i);
+        }
+        for (i, x) in SlowReason::ALL.iter().enumerate() {
+            assert_eq!(x.index(), i);
+        }
+    }
+
+    #[test]
+    fn every_label_value_has_a_series_from_the_start() {
+        let text = Metrics::new().encode();
+        let has = |line: String| assert!(text.lines().any(|l| l == line), "no {line:?}");
+        for kind in ClientKind::ALL {
+            has(format!("noom_messages_received_total{{type=\"{kind}\"}} 0"));
+        }
+        has("noom_messages_received_total{type=\"invalid\"} 0".into());
+        for kind in ServerKind::ALL {
+            has(format!("noom_messages_relayed_total{{type=\"{kind}\"}} 0"));
+        }
+        for code in ErrorCode::ALL {
+            has(format!("noom_errors_total{{code=\"{code}\"}} 0"));
+        }
+        for outcome in ResumeOutcome::ALL {
+            has(format!(
+                "noom_resumes_total{{outcome=\"{}\"}} 0",
+                outcome.as_str()
+            ));
+        }
     }
 
     #[test]
@@ -584,9 +643,15 @@ mod tests {
         let metrics = Metrics::new();
         metrics.error(ErrorCode::RateLimited);
         metrics.error(ErrorCode::RateLimited);
+        metrics.error(ErrorCode::InvalidChat);
         metrics.rejected(Rejection::PerIp);
-        metrics.relayed(Relayed::IceCandidate);
+        metrics.relayed(ServerKind::IceCandidate);
+        metrics.received(ClientKind::Chat);
         metrics.received_invalid();
+        metrics.resume(ResumeOutcome::TakenOver);
+        metrics.seat_expired(Expiry::Grace);
+        metrics.slow_reader(SlowReason::Stalled);
+        metrics.chat_messages.inc();
         metrics.connections_open.inc();
         metrics.tls_handshake_failed(HandshakeFailure::Timeout);
         metrics.turn.auth_failed(TurnAuthFailure::Expired);
@@ -595,21 +660,32 @@ mod tests {
         let text = metrics.encode();
         for line in [
             "noom_errors_total{code=\"rate-limited\"} 2",
+            "noom_errors_total{code=\"invalid-chat\"} 1",
             "noom_errors_total{code=\"room-full\"} 0",
             "noom_rejections_total{reason=\"per-ip\"} 1",
             "noom_messages_relayed_total{type=\"iceCandidate\"} 1",
+            "noom_messages_received_total{type=\"chat\"} 1",
             "noom_messages_received_total{type=\"invalid\"} 1",
+            "noom_resumes_total{outcome=\"taken-over\"} 1",
+            "noom_seats_expired_total{reason=\"grace\"} 1",
+            "noom_slow_reader_disconnects_total{reason=\"stalled\"} 1",
+            "noom_slow_reader_disconnects_total{reason=\"queue-full\"} 0",
+            "noom_chat_messages_total 1",
+            "noom_lock_changes_total 0",
+            "noom_passcode_failures_total 0",
+            "noom_seats_reconnecting 0",
+            "noom_queue_high_water_bytes 0",
             "noom_connections_open 1",
             "noom_keepalive_timeouts_total 0",
-            "noom_tls_handshake_failures_total{reason=\"timeout\"} 1",
-            "noom_tls_handshake_failures_total{reason=\"error\"} 0",
-            "noom_tls_handshakes_in_flight 0",
             "noom_turn_auth_failures_total{reason=\"expired\"} 1",
             "noom_turn_auth_failures_total{reason=\"bad-credentials\"} 0",
             "noom_turn_relayed_bytes_total{direction=\"to-peer\"} 1200",
             "noom_turn_allocations_refused_total{reason=\"per-ip\"} 1",
             "noom_turn_allocations_open 0",
             "noom_turn_permissions_refused_total 0",
+            "noom_tls_handshake_failures_total{reason=\"timeout\"} 1",
+            "noom_tls_handshake_failures_total{reason=\"error\"} 0",
+            "noom_tls_handshakes_in_flight 0",
             "# EOF",
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");

@@ -18,13 +18,13 @@ use axum::http::{Extensions, HeaderMap};
 use axum::response::Response;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use shared::{ClientMessage, ErrorCode};
+use shared::{ClientMessage, ErrorCode, RoomName};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::hub::{Outgoing, Session};
+use crate::hub::{Closed, Ending, Frame, Handled, Session, Stretch};
 use crate::limits::{client_ip, Permit, TokenBucket, UpgradeRefused};
-use crate::metrics::Rejection;
+use crate::metrics::{Rejection, SlowReason};
 use crate::AppState;
 
 /// Close codes (RFC 6455 section 7.4.1) this server uses.
@@ -36,6 +36,10 @@ pub mod close_code {
     pub const POLICY: u16 = 1008;
     /// A message was over `--max-message-bytes`.
     pub const TOO_BIG: u16 = 1009;
+    /// Another connection took this one's seat with the seat's resume token (the person
+    /// reconnected before the server noticed this connection had died). A client must not
+    /// reconnect on this code: the seat is in use elsewhere.
+    pub const REPLACED: u16 = 4001;
 }
 
 /// Initial read buffer of each websocket. axum's default (128 KiB) becomes resident after the
@@ -50,6 +54,18 @@ const WRITE_BUFFER_BYTES: usize = 8 * 1024;
 /// Most queued messages written in one batch before the task looks at its socket again.
 const MAX_BATCH: usize = 32;
 
+/// A batch stops growing at this many bytes (plus one message): the unit of progress that
+/// `--write-timeout-ms` measures.
+const BATCH_BYTES: usize = 64 * 1024;
+
+/// Passcode key stretching jobs (PBKDF2, tens of milliseconds each) running at once; the others
+/// wait their turn, so that a crowd of joiners cannot take every core.
+pub const MAX_STRETCHING: usize = 2;
+
+/// Added to a grace period before expiring seats, so that the hub's millisecond clock has
+/// certainly passed the deadline when the timer fires.
+const EXPIRY_SLACK: Duration = Duration::from_millis(20);
+
 /// How long a connection that the server closes is given to answer the close frame, so that its
 /// unread input does not turn the close into a TCP reset that could discard the close frame.
 const LINGER: Duration = Duration::from_secs(1);
@@ -63,6 +79,8 @@ pub struct WsSettings {
     pub max_bad_messages: u32,
     pub ping_interval: Option<Duration>,
     pub ping_timeout: Duration,
+    /// A write that makes no progress for this long drops the connection (a stalled reader).
+    pub write_timeout: Duration,
 }
 
 impl WsSettings {
@@ -133,25 +151,48 @@ enum End {
         /// Write what is already queued first (e.g. the last error reply) and wait briefly for
         /// the client's answering close frame; otherwise send only the close frame, briefly.
         polite: bool,
+        /// What becomes of the seat: kept for a resume, or released.
+        seat: Ending,
     },
 }
 
 impl End {
-    fn polite(code: u16, reason: &'static str) -> Self {
+    /// The client broke a rule: the close is written after its last replies, and its seat is
+    /// released.
+    fn expel(code: u16, reason: &'static str) -> Self {
         End::Close {
             code,
             reason,
             polite: true,
+            seat: Ending::Expelled,
         }
     }
 
-    fn abrupt(code: u16, reason: &'static str) -> Self {
+    /// The connection cannot be used any more (or the server is going away): a close frame if
+    /// it can still be written, and the seat is kept for a resume.
+    fn drop_connection(code: u16, reason: &'static str) -> Self {
         End::Close {
             code,
             reason,
             polite: false,
+            seat: Ending::Dropped,
         }
     }
+
+    fn seat(&self) -> Ending {
+        match self {
+            End::ClosedByClient | End::Gone => Ending::Dropped,
+            End::Close { seat, .. } => *seat,
+        }
+    }
+}
+
+/// What to do after a frame.
+enum Step {
+    Continue,
+    End(End),
+    /// Run key stretching, then go on with the request.
+    Stretch(Stretch),
 }
 
 /// One websocket's state, besides the socket halves. Dropping it leaves the room, gives back the
@@ -162,6 +203,8 @@ struct Connection {
     bucket: TokenBucket,
     bad_messages: u32,
     span: tracing::Span,
+    /// The room of a `join` being handled, for the span once it succeeds.
+    joining: Option<RoomName>,
     _permit: Permit,
     /// See `AppState::connections`: held until the close frame is out.
     _open: tokio::sync::watch::Receiver<()>,
@@ -185,16 +228,17 @@ impl Connection {
         open: tokio::sync::watch::Receiver<()>,
     ) -> Self {
         state.metrics.connections_open.inc();
-        let session = state.hub.connect_from(host);
+        let session = state.hub.connect_from(ip, host);
         let span = tracing::info_span!(
             "conn",
-            peer = %session.id(),
             ip = ip.map(tracing::field::display),
+            peer = tracing::field::Empty,
             room = tracing::field::Empty,
         );
         Self {
             bucket: TokenBucket::new(state.ws.rate_burst, state.ws.rate_per_sec, Instant::now()),
             bad_messages: 0,
+            joining: None,
             session,
             state,
             span,
@@ -221,6 +265,7 @@ impl Connection {
         tracing::debug!("connected");
         let ping_interval = self.state.ws.ping_interval;
         let ping_timeout = self.state.ws.ping_timeout;
+        let write_timeout = self.state.ws.write_timeout;
         // One timer per connection. Idle: fires when the next ping is due. After a ping: fires
         // when the answer is overdue. Any frame from the client counts as an answer.
         let ping = tokio::time::sleep(ping_interval.unwrap_or(Duration::MAX / 4));
@@ -233,49 +278,64 @@ impl Connection {
                         ping.as_mut().reset(sent + interval);
                     }
                     match frame {
-                        Some(Ok(message)) => {
-                            if let Some(end) = self.on_frame(message) {
-                                return end;
+                        Some(Ok(message)) => match self.on_frame(message) {
+                            Step::Continue => {}
+                            Step::End(end) => return end,
+                            // Boxed: only a join with a passcode gets here, and an idle
+                            // connection's task should not carry this future's space.
+                            Step::Stretch(stretch) => {
+                                if let Some(end) = Box::pin(self.stretch(stretch)).await {
+                                    return end;
+                                }
                             }
-                        }
+                        },
                         Some(Err(err)) => return self.on_read_error(err),
                         None => return End::Gone,
                     }
                 }
                 outgoing = self.session.recv() => match outgoing {
-                    Some(first) => {
-                        if !write_batch(sink, first, &self.session, ping_timeout).await {
-                            tracing::debug!("write failed or timed out");
+                    Ok(first) => match Box::pin(write_batch(sink, first, &self.session, write_timeout)).await {
+                        Written::Ok => {}
+                        Written::Failed => {
+                            tracing::debug!("write failed");
                             return End::Gone;
                         }
-                    }
-                    // The hub dropped this peer: it stopped reading and its queue overflowed.
-                    None => return End::abrupt(close_code::POLICY, "too slow: messages were not being read"),
+                        Written::Stalled => {
+                            tracing::info!(?write_timeout, "a write made no progress; dropping the stalled reader");
+                            self.state.metrics.slow_reader(SlowReason::Stalled);
+                            return End::drop_connection(close_code::POLICY, "too slow: writes made no progress");
+                        }
+                    },
+                    // The hub dropped this connection: its queue went over the byte bound (its
+                    // seat is already released).
+                    Err(Closed::SlowReader) => return End::drop_connection(close_code::POLICY, "too slow: messages were not being read"),
+                    // The person resumed their seat on another connection.
+                    Err(Closed::Replaced) => return End::drop_connection(close_code::REPLACED, "replaced by a newer connection"),
                 },
                 () = &mut ping, if ping_interval.is_some() => {
                     if ping_sent.is_some() {
                         tracing::info!("no answer to a keep-alive ping; dropping the connection");
                         self.state.metrics.keepalive_timeouts.inc();
-                        return End::abrupt(close_code::POLICY, "no answer to keep-alive pings");
+                        return End::drop_connection(close_code::POLICY, "no answer to keep-alive pings");
                     }
                     let now = Instant::now();
-                    if !write(sink, Message::Ping(Default::default()), ping_timeout).await {
+                    if !Box::pin(write(sink, Message::Ping(Default::default()), write_timeout)).await {
                         return End::Gone;
                     }
                     ping_sent = Some(now);
                     ping.as_mut().reset(now + ping_timeout);
                 }
                 () = self.state.shutdown.cancelled() => {
-                    return End::abrupt(close_code::GOING_AWAY, "server shutting down");
+                    return End::drop_connection(close_code::GOING_AWAY, "server shutting down");
                 }
             }
         }
     }
 
-    /// Handles one frame; `Some` ends the connection.
-    fn on_frame(&mut self, message: Message) -> Option<End> {
+    /// Handles one frame.
+    fn on_frame(&mut self, message: Message) -> Step {
         if let Message::Close(_) = message {
-            return Some(End::ClosedByClient);
+            return Step::End(End::ClosedByClient);
         }
         // Every frame costs a token, pings and pongs included: a flood of any kind is refused.
         if !self.bucket.try_take(Instant::now()) {
@@ -297,30 +357,22 @@ impl Connection {
                 self.refused(ErrorCode::Malformed)
             }
             // Pings are answered by the websocket layer itself; pongs only prove liveness.
-            Message::Ping(_) | Message::Pong(_) | Message::Close(_) => None,
+            Message::Ping(_) | Message::Pong(_) | Message::Close(_) => Step::Continue,
         }
     }
 
-    fn on_text(&mut self, text: &str) -> Option<End> {
+    fn on_text(&mut self, text: &str) -> Step {
         if text.len() > self.state.ws.max_message_bytes {
-            return Some(self.too_big());
+            return Step::End(self.too_big());
         }
         match ClientMessage::decode(text) {
             Ok(message) => {
-                self.state.metrics.received(&message);
-                let room = match &message {
-                    ClientMessage::Join { room, .. } => Some(room.clone()),
-                    _ => None,
-                };
-                match self.session.handle(message) {
-                    Ok(()) => {
-                        if let Some(room) = room {
-                            self.span.record("room", tracing::field::display(&room));
-                        }
-                        None
-                    }
-                    Err(code) => self.refused(code),
+                self.state.metrics.received(message.kind());
+                if let ClientMessage::Join { room, .. } = &message {
+                    self.joining = Some(room.clone());
                 }
+                let handled = self.session.handle(message);
+                self.after(handled)
             }
             Err(err) => {
                 tracing::debug!(%err, "refused a message");
@@ -331,12 +383,59 @@ impl Connection {
         }
     }
 
-    /// Counts a refused message (its error reply is already queued); `Some` once the client has
-    /// sent too many bad ones.
-    fn refused(&mut self, code: ErrorCode) -> Option<End> {
+    /// What follows a request the hub has handled.
+    fn after(&mut self, handled: Handled) -> Step {
+        match handled {
+            Handled::Done => {
+                if let Some(room) = self.joining.take() {
+                    if let Some(seat) = self.session.seat() {
+                        self.span.record("peer", tracing::field::display(seat));
+                        self.span.record("room", tracing::field::display(&room));
+                    }
+                }
+                Step::Continue
+            }
+            Handled::Refused(code) => {
+                self.joining = None;
+                self.refused(code)
+            }
+            Handled::Stretch(stretch) => Step::Stretch(stretch),
+        }
+    }
+
+    /// Runs key stretching on a blocking thread (a few at a time, server-wide) and goes on with
+    /// the request; `Some` ends the connection. This connection reads nothing meanwhile, so its
+    /// requests stay in order.
+    async fn stretch(&mut self, mut stretch: Stretch) -> Option<End> {
+        loop {
+            let permit = self.state.stretching.acquire().await;
+            let done = tokio::task::spawn_blocking(move || stretch.run()).await;
+            drop(permit);
+            let handled = match done {
+                Ok(done) => self.session.finish(done),
+                Err(err) => {
+                    tracing::error!(%err, "passcode work failed");
+                    self.session.reply_error(
+                        ErrorCode::ServerFull,
+                        "The server could not check the passcode. Try again.",
+                    );
+                    Handled::Refused(ErrorCode::ServerFull)
+                }
+            };
+            match self.after(handled) {
+                Step::Continue => return None,
+                Step::End(end) => return Some(end),
+                Step::Stretch(next) => stretch = next,
+            }
+        }
+    }
+
+    /// Counts a refused message (its error reply is already queued); ends the connection once
+    /// the client has sent too many bad ones.
+    fn refused(&mut self, code: ErrorCode) -> Step {
         self.state.metrics.error(code);
         if !counts_as_bad(code) {
-            return None;
+            return Step::Continue;
         }
         self.bad_messages += 1;
         let max = self.state.ws.max_bad_messages;
@@ -346,9 +445,9 @@ impl Connection {
                 "too many bad messages; closing"
             );
             self.state.metrics.bad_message_closes.inc();
-            return Some(End::polite(close_code::POLICY, "too many bad messages"));
+            return Step::End(End::expel(close_code::POLICY, "too many bad messages"));
         }
-        None
+        Step::Continue
     }
 
     fn too_big(&self) -> End {
@@ -357,7 +456,7 @@ impl Connection {
             "message too big; closing"
         );
         self.state.metrics.oversize_closes.inc();
-        End::polite(close_code::TOO_BIG, "message too big")
+        End::expel(close_code::TOO_BIG, "message too big")
     }
 
     fn on_read_error(&self, err: axum::Error) -> End {
@@ -371,9 +470,10 @@ impl Connection {
         End::Gone
     }
 
-    async fn finish(self, end: End, mut sink: Sink, mut stream: Stream) {
-        let timeout = self.state.ws.ping_timeout;
+    async fn finish(mut self, end: End, mut sink: Sink, mut stream: Stream) {
+        let timeout = self.state.ws.write_timeout;
         tracing::debug!(?end, "closing");
+        let seat = end.seat();
         match end {
             End::Gone => {}
             // Sends tungstenite's reply to the client's close frame.
@@ -384,10 +484,11 @@ impl Connection {
                 code,
                 reason,
                 polite,
+                ..
             } => {
                 if polite {
-                    while let Some(message) = self.session.try_recv() {
-                        if !write(&mut sink, text_frame(&message), timeout).await {
+                    while let Some(frame) = self.session.try_recv() {
+                        if !write(&mut sink, text_frame(&frame), timeout).await {
                             break;
                         }
                     }
@@ -406,30 +507,49 @@ impl Connection {
                 }
             }
         }
-        // Leaves the room (the others get `peerLeft`) before the socket is dropped.
+        // The seat is kept or released (the others hear `peerReconnecting` or `peerLeft`)
+        // before the socket is dropped. A kept seat is released by `Hub::expire` once its grace
+        // has passed, unless its person came back.
+        if let Some(grace) = self.session.end(seat) {
+            let hub = Arc::clone(&self.state.hub);
+            tokio::spawn(async move {
+                tokio::time::sleep(grace + EXPIRY_SLACK).await;
+                hub.expire();
+            });
+        }
         drop(self);
         tracing::debug!("disconnected");
     }
 }
 
 /// Whether a refusal counts toward `--max-bad-messages`: only what a correct client never sends.
-/// `unknown-peer` can happen to a correct client (a candidate for a peer that just left), and
-/// `room-full` / `server-full` are not the client's doing.
+/// `unknown-peer` can happen to a correct client (a candidate for a peer that just left); a full,
+/// locked or closed room, a wrong passcode (people mistype) and a refused resume token (the server
+/// restarted with another secret) are not the client's doing either.
 fn counts_as_bad(code: ErrorCode) -> bool {
     match code {
         ErrorCode::Malformed
         | ErrorCode::UnknownType
         | ErrorCode::InvalidRoom
+        | ErrorCode::InvalidName
+        | ErrorCode::InvalidChat
         | ErrorCode::UnsupportedVersion
         | ErrorCode::NotInRoom
         | ErrorCode::AlreadyJoined
-        | ErrorCode::RateLimited => true,
-        ErrorCode::UnknownPeer | ErrorCode::RoomFull | ErrorCode::ServerFull => false,
+        | ErrorCode::RateLimited
+        | ErrorCode::TooManyAttempts => true,
+        ErrorCode::UnknownPeer
+        | ErrorCode::RoomFull
+        | ErrorCode::ServerFull
+        | ErrorCode::ResumeRefused
+        | ErrorCode::PasscodeRequired
+        | ErrorCode::WrongPasscode
+        | ErrorCode::RoomClosed => false,
     }
 }
 
-fn text_frame(message: &shared::ServerMessage) -> Message {
-    Message::Text(message.to_json().into())
+fn text_frame(frame: &Frame) -> Message {
+    Message::Text(frame.text().clone())
 }
 
 /// Sends one frame within `timeout`; false if the connection is unusable.
@@ -440,23 +560,43 @@ async fn write(sink: &mut Sink, frame: Message, timeout: Duration) -> bool {
     )
 }
 
-/// Writes `first` and whatever else is already queued (up to [`MAX_BATCH`]), then flushes once:
-/// a burst of messages for one client costs one write syscall instead of one each.
+/// How a batch write went.
+enum Written {
+    Ok,
+    /// The connection failed.
+    Failed,
+    /// The batch did not go out within the write timeout: the client is not reading.
+    Stalled,
+}
+
+/// Writes `first` and whatever else is already queued (up to [`MAX_BATCH`] messages and about
+/// [`BATCH_BYTES`]), then flushes once: a burst of messages for one client costs one write
+/// syscall instead of one each. The batch must go out within `timeout` (a write that makes no
+/// progress for that long means a stalled reader).
 async fn write_batch(
     sink: &mut Sink,
-    first: Outgoing,
+    first: Frame,
     session: &Session,
     timeout: Duration,
-) -> bool {
+) -> Written {
     let batch = async {
+        let mut bytes = first.len();
         sink.feed(text_frame(&first)).await?;
         for _ in 1..MAX_BATCH {
-            let Some(message) = session.try_recv() else {
+            if bytes >= BATCH_BYTES {
+                break;
+            }
+            let Some(frame) = session.try_recv() else {
                 break;
             };
-            sink.feed(text_frame(&message)).await?;
+            bytes += frame.len();
+            sink.feed(text_frame(&frame)).await?;
         }
         sink.flush().await
     };
-    matches!(tokio::time::timeout(timeout, batch).await, Ok(Ok(())))
+    match tokio::time::timeout(timeout, batch).await {
+        Ok(Ok(())) => Written::Ok,
+        Ok(Err(_)) => Written::Failed,
+        Err(_) => Written::Stalled,
+    }
 }

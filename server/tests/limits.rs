@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::{ice, join, offer, Client, Event, Pair, TestServer, TIMEOUT};
 use futures::SinkExt;
-use shared::{ClientMessage, ErrorCode, MediaState, ServerMessage};
+use shared::{ChatText, ClientMessage, ErrorCode, MediaState, ServerMessage};
 use tokio_tungstenite::tungstenite::Message;
 
 /// Reads until the server's close frame and returns its code and reason. Messages queued before
@@ -42,6 +42,7 @@ fn media_state() -> ClientMessage {
     ClientMessage::MediaState(MediaState {
         muted: true,
         camera_off: false,
+        screen: None,
     })
 }
 
@@ -70,6 +71,7 @@ async fn oversize_messages_close_with_1009_and_the_room_is_told() {
             ServerMessage::PeerLeft { peer: pair.a_id },
             "the message was not relayed; the sender left"
         );
+        pair.b.send(&ClientMessage::Leave).await;
         pair.b.close().await;
         server.wait_for_room_count(1).await;
     }
@@ -99,7 +101,7 @@ async fn a_client_that_keeps_sending_bad_messages_is_closed_with_1008() {
         (Message::binary(vec![1, 2, 3]), ErrorCode::Malformed),
         (Message::text(r#"{"type":"dance"}"#), ErrorCode::UnknownType),
         (
-            Message::text(r#"{"type":"join","room":"","version":1}"#),
+            Message::text(r#"{"type":"join","room":"","name":"A","version":2}"#),
             ErrorCode::InvalidRoom,
         ),
         (
@@ -155,7 +157,9 @@ async fn messages_over_the_rate_limit_are_refused_and_a_flood_is_closed() {
     }
     for i in 0..19 {
         match pair.b.recv().await {
-            ServerMessage::IceCandidate { from, candidate } => {
+            ServerMessage::IceCandidate {
+                from, candidate, ..
+            } => {
                 assert_eq!(from, pair.a_id);
                 assert_eq!(candidate.candidate, format!("candidate:{i}"));
             }
@@ -394,9 +398,14 @@ async fn a_peer_that_stops_answering_pings_is_dropped_and_its_room_told() {
     let started = tokio::time::Instant::now();
     let watch = Duration::from_millis(1500);
     let a = &mut pair.a;
+    let b_id = pair.b_id;
     let (took, quiet_a, quiet_b) = tokio::join!(
         async move {
-            assert!(matches!(a.recv().await, ServerMessage::PeerLeft { .. }));
+            // Its seat is kept for a resume (the default grace is 30 s).
+            assert_eq!(
+                a.recv().await,
+                ServerMessage::PeerReconnecting { peer: b_id }
+            );
             let took = started.elapsed();
             let rest = a.next_event(watch.saturating_sub(took)).await;
             assert!(matches!(rest, Event::Timeout), "{rest:?}");
@@ -409,10 +418,11 @@ async fn a_peer_that_stops_answering_pings_is_dropped_and_its_room_told() {
     assert!(matches!(quiet_a, Event::Timeout), "{quiet_a:?}");
     assert!(matches!(quiet_b, Event::Timeout), "{quiet_b:?}");
     // Right away (pings are due every 200 ms, and only reading answers them): the other
-    // clients are still there and relay; b is gone from its room.
+    // clients are still there and relay; b's seat is kept for it, shown as reconnecting.
     relay_once(&mut bystanders).await;
     let (_c, joined) = server.joined_client("x").await;
-    assert_eq!(joined.peers, [pair.a_id]);
+    assert_eq!(joined.peer_ids(), [pair.a_id, pair.b_id]);
+    assert!(joined.peers[1].reconnecting);
     // When b reads again, it finds the ping it missed and the server's close.
     assert_eq!(
         expect_close(&mut pair.b).await,
@@ -439,21 +449,240 @@ async fn with_pings_off_a_silent_client_stays() {
     );
 }
 
+/// The measurement that motivated byte-bounded queues: with 100 signals in flight per client
+/// (well inside the default burst of 200), the old 128-message queue dropped a member of every
+/// room. Here, in rooms of four with every limit at its default, each newcomer gets a full chat
+/// history in `joined` and three peers' bursts of 100 ICE candidates at once, and reads them
+/// through a small TCP window, so that they really wait in its queue (the test checks that some
+/// queue held more than 128 messages). Everyone gets everything, in order, and no one is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn honest_bursts_in_rooms_of_four_pass() {
+    const ROOMS: usize = 6;
+    const BURST: usize = 100;
+    let server = TestServer::start().await;
+    let padding = "c".repeat(400);
+    let mut rooms = Vec::new();
+    for r in 0..ROOMS {
+        let room = format!("mesh {r}");
+        let mut members = Vec::new();
+        for _ in 0..3 {
+            let (client, joined) = server.joined_client(&room).await;
+            members.push((client, joined.you));
+        }
+        // Fill the room's chat history (50 messages of 1,900 bytes) from the three members.
+        for i in 0..shared::CHAT_HISTORY {
+            let text = ChatText::new(format!("{i:02} {}", "h".repeat(1900))).unwrap();
+            members[i % 3].0.send(&ClientMessage::Chat { text }).await;
+        }
+        for (i, (client, _)) in members.iter_mut().enumerate() {
+            // Member i heard the later members join, then the chat.
+            for _ in i + 1..3 {
+                assert!(matches!(
+                    client.recv().await,
+                    ServerMessage::PeerJoined { .. }
+                ));
+            }
+            for _ in 0..shared::CHAT_HISTORY {
+                assert!(matches!(client.recv().await, ServerMessage::Chat(_)));
+            }
+        }
+        let mut newcomer = Client::connect_with_small_window(&server.ws_url(), 4096).await;
+        newcomer.send(&join(&room)).await;
+        rooms.push((room, members, newcomer));
+    }
+    // Wait until every newcomer is seated (their `joined` waits unread in their queue).
+    common::wait_until(
+        || server.state.hub.seat_count() == ROOMS * 4,
+        || format!("{} seats", server.state.hub.seat_count()),
+    )
+    .await;
+    // Everyone learns the newcomer's id from `peerJoined`, then all bursts go at once.
+    let mut ids = Vec::new();
+    for (_, members, _) in &mut rooms {
+        let mut newcomer_id = None;
+        for (client, _) in members.iter_mut() {
+            newcomer_id = Some(common::peer_joined(&client.recv().await));
+        }
+        ids.push(newcomer_id.unwrap());
+    }
+    let sends = rooms
+        .iter_mut()
+        .zip(&ids)
+        .map(|((_, members, _), newcomer)| {
+            let padding = &padding;
+            async move {
+                for (client, _) in members.iter_mut() {
+                    for i in 0..BURST {
+                        client
+                            .send(&ice(*newcomer, &format!("{i} {padding}")))
+                            .await;
+                    }
+                }
+            }
+        });
+    futures::future::join_all(sends).await;
+    // Only once the server has queued every burst does a newcomer start reading.
+    let expected_relays = (ROOMS * 3 * BURST) as f64;
+    let started = std::time::Instant::now();
+    loop {
+        let relayed = server
+            .scrape()
+            .await
+            .value(r#"noom_messages_relayed_total{type="iceCandidate"}"#);
+        if relayed >= expected_relays {
+            break;
+        }
+        assert!(started.elapsed() < TIMEOUT, "only {relayed} relayed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (high_bytes, high_messages) = server.state.hub.queue_high_water();
+    eprintln!("largest queue: {high_bytes} bytes, {high_messages} messages");
+    assert!(
+        high_messages > 128,
+        "the bursts never queued more than the old 128-message bound ({high_messages})"
+    );
+    for ((room, members, newcomer), _) in rooms.iter_mut().zip(&ids) {
+        let joined = newcomer.expect_joined(room).await;
+        assert_eq!(joined.chat.len(), shared::CHAT_HISTORY);
+        let senders: Vec<_> = members.iter().map(|(_, id)| *id).collect();
+        assert_eq!(joined.peer_ids(), senders);
+        let mut next = [0usize; 3];
+        for _ in 0..3 * BURST {
+            match newcomer.recv().await {
+                ServerMessage::IceCandidate {
+                    from, candidate, ..
+                } => {
+                    let sender = senders.iter().position(|id| *id == from).unwrap();
+                    let number: usize = candidate
+                        .candidate
+                        .split(' ')
+                        .next()
+                        .unwrap()
+                        .parse()
+                        .unwrap();
+                    assert_eq!(number, next[sender], "in order from each sender");
+                    next[sender] += 1;
+                }
+                other => panic!("expected a candidate, got {other:?}"),
+            }
+        }
+        newcomer.expect_silence().await;
+        for (member, _) in members.iter_mut() {
+            member.expect_silence().await;
+        }
+    }
+    let metrics = server.scrape().await;
+    for reason in ["stalled", "queue-full"] {
+        assert_eq!(
+            metrics.value(&format!(
+                r#"noom_slow_reader_disconnects_total{{reason="{reason}"}}"#
+            )),
+            0.0
+        );
+    }
+    assert_eq!(server.state.hub.connection_count(), ROOMS * 4);
+}
+
+/// A client that stops reading while a peer keeps sending: once the kernel's socket buffers
+/// are full, the server's write makes no progress, and after `--write-timeout-ms` the client is
+/// dropped (its seat kept: the room hears `peerReconnecting`). With its token it comes back and
+/// gets, in order, what was still queued for it.
 #[tokio::test]
-async fn a_reader_that_falls_behind_is_dropped_and_its_room_told() {
+async fn a_stalled_reader_is_dropped_within_the_write_timeout_and_can_resume() {
     let server = TestServer::start_with(&[
-        "--queue-capacity",
-        "2",
         "--rate-per-sec",
         "0",
-        // Also the write timeout: long enough that b's stuck write outlasts the queue filling.
-        "--ping-timeout-ms",
-        "5000",
+        "--write-timeout-ms",
+        "500",
+        // Big enough that only the stall can end it.
+        "--max-queue-bytes",
+        "134217728",
+        "--max-message-bytes",
+        "65536",
+    ])
+    .await;
+    let mut bystanders = Pair::new(&server, "bystanders").await;
+    let (mut a, a_joined) = server.joined_client("x").await;
+    let mut b = server.client().await;
+    let b_joined = b.join("x").await;
+    assert_eq!(common::peer_joined(&a.recv().await), b_joined.you);
+    // b stops reading. a sends 60 KB offers, numbered, far more than loopback buffers hold.
+    let sdp = "s".repeat(60_000);
+    const SENT: usize = 400;
+    for i in 0..SENT {
+        a.send(&offer(b_joined.you, &format!("{i:04} {sdp}"))).await;
+    }
+    let sent_at = tokio::time::Instant::now();
+    assert_eq!(
+        a.recv().await,
+        ServerMessage::PeerReconnecting { peer: b_joined.you }
+    );
+    let took = sent_at.elapsed();
+    eprintln!("dropped {took:?} after the last send");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    let metrics = server.scrape().await;
+    assert_eq!(
+        metrics.value(r#"noom_slow_reader_disconnects_total{reason="stalled"}"#),
+        1.0
+    );
+    let (high_bytes, _) = server.state.hub.queue_high_water();
+    assert!(high_bytes <= 134_217_728);
+    server.wait_for_connection_count(3).await;
+    // b comes back on a new connection: `joined` (resumed), then what was still queued, in
+    // order and up to the last one sent. (What the server had already written into the dead
+    // socket is gone with it.)
+    let mut back = server.client().await;
+    let resumed = back.resume("x", &b_joined.resume_token).await;
+    assert_eq!(resumed.you, b_joined.you);
+    assert!(resumed.resumed);
+    assert_eq!(
+        a.recv().await,
+        ServerMessage::PeerReconnected { peer: b_joined.you }
+    );
+    let mut expected = None;
+    loop {
+        match back.recv().await {
+            ServerMessage::Description {
+                from, description, ..
+            } => {
+                assert_eq!(from, a_joined.you);
+                let number: usize = description.sdp[..4].parse().unwrap();
+                if let Some(expected) = expected {
+                    assert_eq!(number, expected, "no gaps, in order");
+                }
+                expected = Some(number + 1);
+                if number == SENT - 1 {
+                    break;
+                }
+            }
+            other => panic!("expected a kept offer, got {other:?}"),
+        }
+    }
+    back.expect_silence().await;
+    a.expect_silence().await;
+    bystanders.assert_relays().await;
+    drop(b);
+}
+
+/// A client that reads, but slower than messages arrive for it, is dropped when its queue would
+/// go over `--max-queue-bytes`, and the queue never grows past it. What was queued is lost, so
+/// its seat is released (the room hears `peerLeft`), not kept.
+#[tokio::test]
+async fn a_queue_never_exceeds_its_byte_bound_and_overflow_releases_the_seat() {
+    const BOUND: usize = 524_288;
+    let server = TestServer::start_with(&[
+        "--max-queue-bytes",
+        "524288",
+        "--rate-per-sec",
+        "0",
+        // Long enough that the stall rule cannot end it first.
+        "--write-timeout-ms",
+        "60000",
     ])
     .await;
     let mut bystanders = Pair::new(&server, "bystanders").await;
     let mut pair = Pair::new(&server, "x").await;
-    // b never reads: once the socket buffers are full, its queue overflows.
+    // b never reads: once the socket buffers are full, its queue fills up to the bound.
     let sdp = "s".repeat(60_000);
     let mut dropped = false;
     for _ in 0..1000 {
@@ -463,8 +692,22 @@ async fn a_reader_that_falls_behind_is_dropped_and_its_room_told() {
             dropped = true;
             break;
         }
+        let (high_bytes, _) = server.state.hub.queue_high_water();
+        assert!(high_bytes <= BOUND, "{high_bytes}");
     }
     assert!(dropped, "b was never dropped");
+    let (high_bytes, _) = server.state.hub.queue_high_water();
+    eprintln!("largest queue: {high_bytes} bytes (bound {BOUND})");
+    assert!(
+        high_bytes <= BOUND && high_bytes > BOUND - 61_000,
+        "{high_bytes}"
+    );
+    let metrics = server.scrape().await;
+    assert!(metrics.value("noom_queue_high_water_bytes") <= BOUND as f64);
+    assert_eq!(
+        metrics.value(r#"noom_slow_reader_disconnects_total{reason="queue-full"}"#),
+        1.0
+    );
     pair.a.send(&offer(pair.b_id, "after")).await;
     pair.a.expect_error(ErrorCode::UnknownPeer).await;
     // Once b reads what is in its socket, the server's write completes and the close follows.
@@ -477,8 +720,6 @@ async fn a_reader_that_falls_behind_is_dropped_and_its_room_told() {
     );
     server.wait_for_connection_count(3).await;
     bystanders.assert_relays().await;
-    let metrics = server.scrape().await;
-    assert_eq!(metrics.value("noom_slow_reader_disconnects_total"), 1.0);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -494,6 +735,13 @@ async fn metrics_count_real_traffic() {
 
     let mut pair = Pair::new(&server, "x").await;
     pair.assert_relays().await; // offer, answer, candidate
+    pair.a
+        .send(&ClientMessage::Chat {
+            text: ChatText::new("hello").unwrap(),
+        })
+        .await;
+    pair.a.recv().await;
+    pair.b.recv().await;
     pair.a.send(&media_state()).await;
     pair.b.recv().await;
     pair.a.send_raw("{oops").await;
@@ -521,28 +769,58 @@ async fn metrics_count_real_traffic() {
         (r#"noom_messages_received_total{type="description"}"#, 2.0),
         (r#"noom_messages_received_total{type="iceCandidate"}"#, 1.0),
         (r#"noom_messages_received_total{type="mediaState"}"#, 1.0),
+        (r#"noom_messages_received_total{type="chat"}"#, 1.0),
         (r#"noom_messages_received_total{type="invalid"}"#, 1.0),
         (r#"noom_messages_relayed_total{type="description"}"#, 2.0),
         (r#"noom_messages_relayed_total{type="iceCandidate"}"#, 1.0),
         (r#"noom_messages_relayed_total{type="peerMediaState"}"#, 1.0),
+        (r#"noom_messages_relayed_total{type="chat"}"#, 2.0),
+        (r#"noom_messages_relayed_total{type="joined"}"#, 0.0),
+        ("noom_chat_messages_total", 1.0),
         (r#"noom_errors_total{code="malformed"}"#, 1.0),
         (r#"noom_errors_total{code="room-full"}"#, 0.0),
+        (r#"noom_errors_total{code="wrong-passcode"}"#, 0.0),
         (r#"noom_rejections_total{reason="origin"}"#, 1.0),
-        ("noom_slow_reader_disconnects_total", 0.0),
+        (
+            r#"noom_slow_reader_disconnects_total{reason="stalled"}"#,
+            0.0,
+        ),
+        (
+            r#"noom_slow_reader_disconnects_total{reason="queue-full"}"#,
+            0.0,
+        ),
+        (r#"noom_resumes_total{outcome="resumed"}"#, 0.0),
+        ("noom_seats_reconnecting", 0.0),
     ] {
         assert_eq!(metrics.value(series), expected, "{series}");
     }
-    // Disconnects and empty rooms are reflected.
-    let Pair { a, b, .. } = pair;
-    a.close().await;
+    // Disconnects and empty rooms are reflected: b drops (its seat is held), a leaves.
+    let Pair { mut a, b, .. } = pair;
     b.close().await;
-    server.wait_for_room_count(1).await;
+    common::wait_until(
+        || server.state.metrics.seats_reconnecting.get() == 1,
+        || "seats_reconnecting did not rise to 1".into(),
+    )
+    .await;
+    a.send(&ClientMessage::Leave).await;
+    a.close().await;
+    common::wait_until(
+        // b's held seat and the solo client's.
+        || server.state.hub.held_count() == 1 && server.state.hub.seat_count() == 2,
+        || "a's seat was not released".into(),
+    )
+    .await;
+    assert_eq!(server.scrape().await.value("noom_seats_reconnecting"), 1.0);
     common::wait_until(
         || server.state.metrics.connections_open.get() == 1,
         || "connections_open did not drop to 1".into(),
     )
     .await;
     let after = server.scrape().await;
-    assert_eq!(after.value("noom_rooms_open"), 1.0);
+    assert_eq!(
+        after.value("noom_rooms_open"),
+        2.0,
+        "b's held seat keeps its room"
+    );
     assert_eq!(after.value("noom_connections_open"), 1.0);
 }

@@ -11,28 +11,18 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    answer, candidate, ice, join, offer, Client, Event, Pair, TestServer, BIG_ASSET, INDEX_MARKER,
-    TIMEOUT,
+    answer, described, ice, iced, join, offer, peer_joined, Client, Event, Pair, TestServer,
+    BIG_ASSET, CONNECTION, INDEX_MARKER, TEST_RESUME_SECRET, TIMEOUT,
 };
 use shared::{
-    ClientMessage, ErrorCode, PeerId, RoomName, SdpKind, ServerMessage, SessionDescription,
-    PROTOCOL_VERSION,
+    ClientMessage, DisplayName, ErrorCode, LockState, MediaState, PeerId, RoomName, SdpKind,
+    ServerMessage, PROTOCOL_VERSION,
 };
 use tokio_tungstenite::tungstenite::Message;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers local to this file
 // ---------------------------------------------------------------------------------------------
-
-fn described(from: PeerId, kind: SdpKind, sdp: &str) -> ServerMessage {
-    ServerMessage::Description {
-        from,
-        description: SessionDescription {
-            kind,
-            sdp: sdp.into(),
-        },
-    }
-}
 
 /// A protocol error test: `bad` sends `input`, expects `code`, and is still usable afterwards;
 /// a pair in another room, connected the whole time, still relays and heard nothing.
@@ -65,25 +55,48 @@ fn text(s: impl Into<String>) -> Message {
 #[tokio::test]
 async fn join_reports_identity_peers_capacity_and_no_ice_servers() {
     let server = TestServer::start().await;
-    let (mut a, a_joined) = server.joined_client("team sync").await;
+    let mut a = server.client().await;
+    let a_joined = a.join_as("team sync", "Ana").await;
     assert_eq!(a_joined.room, RoomName::new("team sync").unwrap());
     assert!(a_joined.peers.is_empty(), "first joiner sees no peers");
-    assert_eq!(a_joined.capacity, 2);
+    assert_eq!(a_joined.capacity, 4, "mesh rooms of 4 by default");
     assert!(
         a_joined.ice_servers.is_empty(),
         "--ice-server none hands out no ICE servers"
     );
+    assert!(!a_joined.resumed);
+    assert_eq!(a_joined.lock, LockState::Open);
+    assert!(a_joined.chat.is_empty());
+    assert!(!a_joined.resume_token.as_str().is_empty());
+    assert!((1..PeerId::LIMIT).contains(&a_joined.you.get()));
 
-    let (mut b, b_joined) = server.joined_client("team sync").await;
+    // Ana announces her media state once; a newcomer learns it from `joined`.
+    let muted = MediaState {
+        muted: true,
+        ..MediaState::default()
+    };
+    a.send(&ClientMessage::MediaState(muted.clone())).await;
+    a.expect_silence().await;
+
+    let mut b = server.client().await;
+    let b_joined = b.join_as("team sync", "Bo").await;
     assert_ne!(a_joined.you, b_joined.you, "ids are unique");
-    assert_eq!(b_joined.peers, [a_joined.you]);
-    assert_eq!(b_joined.capacity, 2);
+    assert_ne!(a_joined.resume_token, b_joined.resume_token);
+    assert_eq!(b_joined.peer_ids(), [a_joined.you]);
+    assert_eq!(b_joined.peers[0].name, DisplayName::new("Ana").unwrap());
+    assert_eq!(b_joined.peers[0].media, muted);
+    assert!(!b_joined.peers[0].reconnecting);
+    assert_eq!(b_joined.capacity, 4);
     assert!(b_joined.ice_servers.is_empty());
 
-    assert_eq!(
-        a.recv().await,
-        ServerMessage::PeerJoined { peer: b_joined.you }
-    );
+    match a.recv().await {
+        ServerMessage::PeerJoined { peer } => {
+            assert_eq!(peer.id, b_joined.you);
+            assert_eq!(peer.name, DisplayName::new("Bo").unwrap());
+            assert_eq!(peer.media, MediaState::default());
+        }
+        other => panic!("expected peerJoined, got {other:?}"),
+    }
     // The newcomer is not told about itself.
     a.expect_silence().await;
     b.expect_silence().await;
@@ -115,7 +128,7 @@ async fn unicode_and_64_char_room_names_are_accepted() {
 
 #[tokio::test]
 async fn third_joiner_gets_room_full_and_members_hear_nothing() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with(&["--room-capacity", "2"]).await;
     let mut pair = Pair::new(&server, "x").await;
     let mut c = server.client().await;
     c.send(&join("x")).await;
@@ -139,12 +152,9 @@ async fn room_capacity_flag_allows_a_third() {
     let mut pair = Pair::new(&server, "x").await;
     let (mut c, c_joined) = server.joined_client("x").await;
     assert_eq!(c_joined.capacity, 3);
-    assert_eq!(c_joined.peers, [pair.a_id, pair.b_id], "oldest first");
+    assert_eq!(c_joined.peer_ids(), [pair.a_id, pair.b_id], "oldest first");
     for member in [&mut pair.a, &mut pair.b] {
-        assert_eq!(
-            member.recv().await,
-            ServerMessage::PeerJoined { peer: c_joined.you }
-        );
+        assert_eq!(peer_joined(&member.recv().await), c_joined.you);
     }
     // And a fourth is refused.
     let mut d = server.client().await;
@@ -168,7 +178,7 @@ async fn signals_reach_only_the_addressed_peer_with_from_stamped() {
     let (a_id, b_id, c_id) = (a_j.you, b_j.you, c_j.you);
     for (client, expected) in [(&mut a, vec![b_id, c_id]), (&mut b, vec![c_id])] {
         for peer in expected {
-            assert_eq!(client.recv().await, ServerMessage::PeerJoined { peer });
+            assert_eq!(peer_joined(&client.recv().await), peer);
         }
     }
 
@@ -190,10 +200,10 @@ async fn signals_reach_only_the_addressed_peer_with_from_stamped() {
     .await;
     assert_eq!(
         c.recv().await,
-        ServerMessage::IceCandidate {
-            from: a_id,
-            candidate: candidate("candidate:1 1 udp 2122260223 192.0.2.1 54321 typ host")
-        }
+        iced(
+            a_id,
+            "candidate:1 1 udp 2122260223 192.0.2.1 54321 typ host"
+        )
     );
     let bare = shared::IceCandidate {
         candidate: String::new(), // end-of-candidates
@@ -201,8 +211,11 @@ async fn signals_reach_only_the_addressed_peer_with_from_stamped() {
         sdp_m_line_index: None,
         username_fragment: None,
     };
+    // The connection id is relayed untouched, whatever its value.
+    let connection = shared::ConnectionId::new(u32::MAX);
     c.send(&ClientMessage::IceCandidate {
         to: b_id,
+        connection,
         candidate: bare.clone(),
     })
     .await;
@@ -210,6 +223,7 @@ async fn signals_reach_only_the_addressed_peer_with_from_stamped() {
         b.recv().await,
         ServerMessage::IceCandidate {
             from: c_id,
+            connection,
             candidate: bare
         }
     );
@@ -237,20 +251,23 @@ async fn spoofed_from_field_is_ignored_and_stamped_by_the_server() {
     assert!(matches!(b.recv().await, ServerMessage::PeerJoined { .. }));
 
     // A made-up id, then the id of a real member (c): b must see a as the sender both times.
+    let connection = CONNECTION.get();
     for spoof in [999, c_id.get()] {
         a.send_raw(format!(
-            r#"{{"type":"description","from":{spoof},"to":{b},"description":{{"kind":"offer","sdp":"spoof"}}}}"#,
+            r#"{{"type":"description","from":{spoof},"to":{b},"connection":{connection},"description":{{"kind":"offer","sdp":"spoof"}}}}"#,
             b = b_id.get()
         ))
         .await;
         assert_eq!(b.recv().await, described(a_id, SdpKind::Offer, "spoof"));
         a.send_raw(format!(
-            r#"{{"type":"iceCandidate","to":{b},"candidate":{{"candidate":"c"}},"from":{spoof}}}"#,
+            r#"{{"type":"iceCandidate","to":{b},"connection":{connection},"candidate":{{"candidate":"c"}},"from":{spoof}}}"#,
             b = b_id.get()
         ))
         .await;
         match b.recv().await {
-            ServerMessage::IceCandidate { from, candidate } => {
+            ServerMessage::IceCandidate {
+                from, candidate, ..
+            } => {
                 assert_eq!(from, a_id);
                 assert_eq!(candidate.candidate, "c");
             }
@@ -274,13 +291,7 @@ async fn rooms_are_isolated() {
         described(red.a_id, SdpKind::Offer, "red offer")
     );
     blue.b.send(&ice(blue.a_id, "blue cand")).await;
-    assert_eq!(
-        blue.a.recv().await,
-        ServerMessage::IceCandidate {
-            from: blue.b_id,
-            candidate: candidate("blue cand")
-        }
-    );
+    assert_eq!(blue.a.recv().await, iced(blue.b_id, "blue cand"));
     for client in [&mut red.a, &mut red.b, &mut blue.a, &mut blue.b] {
         client.expect_silence().await;
     }
@@ -322,9 +333,9 @@ async fn leave_notifies_the_room_and_the_leaver_can_join_again() {
     pair.a.send(&offer(pair.b_id, "late")).await;
     pair.a.expect_error(ErrorCode::UnknownPeer).await;
 
-    // Another room, on the same connection (same id).
+    // Another room, on the same connection: a new seat, with a new id.
     let other = pair.b.join("elsewhere").await;
-    assert_eq!(other.you, pair.b_id);
+    assert_ne!(other.you, pair.b_id);
     assert!(other.peers.is_empty());
     assert_eq!(server.state.hub.room_count(), 2);
     pair.b.send(&ClientMessage::Leave).await;
@@ -332,24 +343,23 @@ async fn leave_notifies_the_room_and_the_leaver_can_join_again() {
 
     // Back into the first room.
     let again = pair.b.join("x").await;
-    assert_eq!(again.peers, [pair.a_id]);
-    assert_eq!(
-        pair.a.recv().await,
-        ServerMessage::PeerJoined { peer: pair.b_id }
-    );
+    assert_eq!(again.peer_ids(), [pair.a_id]);
+    assert_eq!(peer_joined(&pair.a.recv().await), again.you);
+    pair.b_id = again.you;
     pair.assert_relays().await;
 }
 
 #[tokio::test]
-async fn closing_or_dropping_the_socket_notifies_peer_left() {
-    let server = TestServer::start().await;
-    // Clean close handshake.
+async fn closing_or_dropping_the_socket_keeps_the_seat_for_the_grace_then_peer_left() {
+    let server = TestServer::start_with(&["--resume-grace-secs", "1"]).await;
+    // Clean close handshake (without `leave`).
     let mut polite = Pair::new(&server, "polite").await;
     let b_id = polite.b_id;
     polite.b.close().await;
+    let closed = std::time::Instant::now();
     assert_eq!(
         polite.a.recv().await,
-        ServerMessage::PeerLeft { peer: b_id }
+        ServerMessage::PeerReconnecting { peer: b_id }
     );
 
     // No close frame at all: the TCP connection just goes away.
@@ -363,16 +373,38 @@ async fn closing_or_dropping_the_socket_notifies_peer_left() {
     drop(rude_b);
     assert_eq!(
         rude_a.recv().await,
+        ServerMessage::PeerReconnecting { peer: rude_b_id }
+    );
+    server.wait_for_connection_count(2).await;
+    // Newcomers see the held seats as reconnecting.
+    let (_c, c_joined) = server.joined_client("polite").await;
+    assert!(c_joined
+        .peers
+        .iter()
+        .any(|m| m.id == b_id && m.reconnecting));
+    assert_eq!(peer_joined(&polite.a.recv().await), c_joined.you);
+    // After the grace (1 s), the room hears that they left.
+    assert_eq!(
+        polite.a.recv().await,
+        ServerMessage::PeerLeft { peer: b_id }
+    );
+    let waited = closed.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+    assert_eq!(
+        rude_a.recv().await,
         ServerMessage::PeerLeft { peer: rude_b_id }
     );
     polite.a.expect_silence().await;
     rude_a.expect_silence().await;
-    server.wait_for_connection_count(2).await;
+    assert_eq!(server.state.hub.held_count(), 0);
 }
 
 #[tokio::test]
 async fn empty_room_disappears_and_its_name_starts_fresh() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with(&["--resume-grace-secs", "0"]).await;
     let pair = Pair::new(&server, "x").await;
     assert_eq!(server.state.hub.room_count(), 1);
     let Pair { mut a, b, a_id, .. } = pair;
@@ -384,6 +416,7 @@ async fn empty_room_disappears_and_its_name_starts_fresh() {
 
     let mut fresh = Pair::new(&server, "x").await; // asserts peers == [first] for the second
     let (_solo, solo) = server.joined_client("y").await;
+    assert_eq!(server.state.hub.held_count(), 0, "no grace: nothing kept");
     assert!(solo.peers.is_empty());
     assert!(
         fresh.a_id != a_id && fresh.b_id != a_id,
@@ -407,7 +440,8 @@ async fn malformed_json_is_refused() {
             text(r#"{"room":"x"}"#),
             text(r#"{"type":42}"#),
             text(r#"{"type":"description","to":"x"}"#),
-            text(r#"{"type":"join"}"#),
+            text(r#"{"type":"join","version":2}"#),
+            text(r#"{"type":"join","version":2,"room":"x"}"#),
         ],
         ErrorCode::Malformed,
     )
@@ -430,7 +464,7 @@ async fn unknown_type_is_refused() {
 async fn invalid_room_names_are_refused() {
     let raw = |room: &str| {
         text(
-            serde_json::json!({"type": "join", "room": room, "version": PROTOCOL_VERSION})
+            serde_json::json!({"type": "join", "room": room, "name": "A", "version": PROTOCOL_VERSION})
                 .to_string(),
         )
     };
@@ -449,12 +483,35 @@ async fn invalid_room_names_are_refused() {
 }
 
 #[tokio::test]
+async fn invalid_names_are_refused() {
+    let raw = |name: &str| {
+        text(
+            serde_json::json!({"type": "join", "room": "x", "name": name, "version": PROTOCOL_VERSION})
+                .to_string(),
+        )
+    };
+    assert_refused_and_harmless(
+        &[
+            raw(""),
+            raw(&"n".repeat(33)),
+            raw(" padded"),
+            raw("a\u{7}b"),
+        ],
+        ErrorCode::InvalidName,
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn wrong_or_missing_version_is_refused() {
     let inputs = [
+        // A page from before versioning, and one of protocol 1 (no name): told to reload.
+        text(r#"{"type":"join"}"#),
         text(r#"{"type":"join","room":"x"}"#),
-        text(r#"{"type":"join","room":"x","version":0}"#),
+        text(r#"{"type":"join","room":"x","version":1}"#),
+        text(r#"{"type":"join","room":"x","name":"A","version":0}"#),
         text(format!(
-            r#"{{"type":"join","room":"x","version":{}}}"#,
+            r#"{{"type":"join","room":"x","name":"A","version":{}}}"#,
             PROTOCOL_VERSION + 1
         )),
     ];
@@ -468,6 +525,9 @@ async fn refused_versions_do_not_create_rooms() {
     c.send(&ClientMessage::Join {
         room: RoomName::new("x").unwrap(),
         version: PROTOCOL_VERSION + 1,
+        name: DisplayName::new("A").unwrap(),
+        resume: None,
+        passcode: None,
     })
     .await;
     let text = c.expect_error(ErrorCode::UnsupportedVersion).await;
@@ -678,7 +738,9 @@ async fn expect_going_away(client: &mut Client) {
     loop {
         match client.next_event(TIMEOUT).await {
             // A room-mate's close may be reported first.
-            Event::Message(ServerMessage::PeerLeft { .. }) => continue,
+            Event::Message(
+                ServerMessage::PeerLeft { .. } | ServerMessage::PeerReconnecting { .. },
+            ) => continue,
             Event::Close(Some(frame)) => {
                 assert_eq!(u16::from(frame.code), server::close_code::GOING_AWAY);
                 assert_eq!(frame.reason.as_str(), "server shutting down");
@@ -752,10 +814,19 @@ impl ChildGuard {
     }
 }
 
-/// Starts the `server` binary on port 0 and returns it with the port read from its stdout.
+/// Starts the `server` binary on port 0 (unless `extra` gives an `--addr`) and returns it with
+/// the port read from its stdout. Uses [`TEST_RESUME_SECRET`] unless `extra` has a
+/// `--data-dir` or `--resume-secret`.
 fn spawn_binary(dist: &std::path::Path, extra: &[&str]) -> (ChildGuard, u16) {
-    let child = Command::new(env!("CARGO_BIN_EXE_server"))
-        .args(["--addr", "127.0.0.1:0", "--ice-server", "none", "--dist"])
+    let mut command = Command::new(env!("CARGO_BIN_EXE_server"));
+    if !extra.contains(&"--addr") {
+        command.args(["--addr", "127.0.0.1:0"]);
+    }
+    if !extra.contains(&"--data-dir") && !extra.contains(&"--resume-secret") {
+        command.args(["--resume-secret", TEST_RESUME_SECRET]);
+    }
+    let child = command
+        .args(["--ice-server", "none", "--dist"])
         .arg(dist)
         .args(extra)
         .env("RUST_LOG", "warn")
@@ -830,6 +901,89 @@ async fn binary_sigterm_closes_websockets_with_1001_and_exits_cleanly() {
     .0
     .expect("server still running 5 s after SIGTERM");
     assert!(exit.success(), "exit status {exit:?}");
+}
+
+/// Reads until the connection ends (the server process died).
+async fn expect_gone(client: &mut Client) {
+    loop {
+        match client.next_event(TIMEOUT).await {
+            Event::Message(_) => continue,
+            Event::Close(_) | Event::End | Event::Error(_) => return,
+            Event::Timeout => panic!("the connection outlived the server"),
+        }
+    }
+}
+
+/// An upgrade of the server: killed (SIGKILL, no goodbye) and started again on the same port
+/// with the same data directory. The resume secret it generated on first start is read back, so
+/// the tokens it handed out still work: everyone comes back with the same id (as a restored seat:
+/// the new process never knew the old seats), sees the others, and signaling works again.
+#[tokio::test]
+async fn a_restarted_binary_with_the_same_data_dir_accepts_the_old_tokens() {
+    let dist = common::fake_dist();
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().join("noom-data");
+    let data_arg = data_dir.to_str().unwrap();
+    let (child, port) = spawn_binary(dist.path(), &["--data-dir", data_arg]);
+    let url = format!("ws://127.0.0.1:{port}/ws");
+    let mut a = Client::connect(&url).await;
+    let a_joined = a.join_as("standup", "Ana").await;
+    let mut b = Client::connect(&url).await;
+    let b_joined = b.join_as("standup", "Bo").await;
+    assert_eq!(peer_joined(&a.recv().await), b_joined.you);
+    // The secret was generated into the data directory, readable by the owner only.
+    let secret = data_dir.join("resume-secret");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&secret).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    drop(child); // SIGKILL, and reaped
+    expect_gone(&mut a).await;
+    expect_gone(&mut b).await;
+
+    let addr = format!("127.0.0.1:{port}");
+    let (_child, again) = spawn_binary(dist.path(), &["--addr", &addr, "--data-dir", data_arg]);
+    assert_eq!(again, port);
+    let mut a = Client::connect(&url).await;
+    let a_back = a.resume("standup", &a_joined.resume_token).await;
+    assert_eq!(a_back.you, a_joined.you);
+    assert!(
+        !a_back.resumed,
+        "a new process: the seat is restored, not resumed"
+    );
+    assert!(a_back.peers.is_empty());
+    let mut b = Client::connect(&url).await;
+    let b_back = b.resume("standup", &b_joined.resume_token).await;
+    assert_eq!(b_back.you, b_joined.you);
+    assert_eq!(b_back.peer_ids(), [a_joined.you]);
+    assert_eq!(peer_joined(&a.recv().await), b_joined.you);
+    a.send(&offer(b_joined.you, "after the restart")).await;
+    assert_eq!(
+        b.recv().await,
+        described(a_joined.you, SdpKind::Offer, "after the restart")
+    );
+    // A token from a server with another secret is still refused.
+    let mut c = Client::connect(&url).await;
+    let forged = server::resume::ResumeKeys::new(
+        &server::datadir::Secret::from_text("some other server's secret").unwrap(),
+    )
+    .mint(
+        a_joined.you,
+        &RoomName::new("standup").unwrap(),
+        2_000_000_000,
+    )
+    .unwrap();
+    c.send(&common::join_with(
+        "standup",
+        "Mallory",
+        Some(&forged),
+        None,
+    ))
+    .await;
+    c.expect_error(ErrorCode::ResumeRefused).await;
+    a.expect_silence().await;
 }
 
 #[test]

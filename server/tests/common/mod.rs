@@ -16,8 +16,9 @@ use clap::Parser;
 use futures::{SinkExt, StreamExt};
 use server::{AppState, Config};
 use shared::{
-    ClientMessage, ErrorCode, IceCandidate, PeerId, RoomName, SdpKind, ServerMessage,
-    SessionDescription, PROTOCOL_VERSION,
+    ChatEntry, ClientMessage, ConnectionId, DisplayName, ErrorCode, IceCandidate, LockState,
+    Member, Passcode, PeerId, ResumeToken, RoomName, SdpKind, ServerMessage, SessionDescription,
+    PROTOCOL_VERSION,
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -41,6 +42,13 @@ pub const INDEX_MARKER: &str = "noom-test-index";
 
 /// Name of a compressible asset (> 1 KiB) in the fake dist directory.
 pub const BIG_ASSET: &str = "app-0123abcd.js";
+
+/// The resume secret test servers get (unless a test gives its own, or a data directory), so
+/// that no test writes a `noom-data` directory into the source tree.
+pub const TEST_RESUME_SECRET: &str = "integration-test resume secret";
+
+/// The connection id test clients tag their signals with.
+pub const CONNECTION: ConnectionId = ConnectionId::new(77);
 
 /// Creates a fake `dist` directory: an `index.html` carrying [`INDEX_MARKER`] and a large,
 /// very compressible JavaScript asset named [`BIG_ASSET`].
@@ -80,8 +88,8 @@ impl TestServer {
     }
 
     /// Starts with extra command line flags (as the `server` binary takes them). Adds
-    /// `--ice-server none` and a fake `--dist` unless `args` sets them. The shutdown grace
-    /// is `--shutdown-grace-secs` (default 5).
+    /// `--ice-server none`, a fake `--dist` and [`TEST_RESUME_SECRET`] unless `args` sets them
+    /// (or a `--data-dir`). The shutdown grace is `--shutdown-grace-secs` (default 5).
     pub async fn start_with(args: &[&str]) -> Self {
         let has = |flag: &str| {
             args.iter()
@@ -94,6 +102,9 @@ impl TestServer {
         }
         if let Some(dir) = &dist_dir {
             argv.extend(["--dist".into(), dir.path().display().to_string()]);
+        }
+        if !has("--resume-secret") && !has("--data-dir") {
+            argv.extend(["--resume-secret".into(), TEST_RESUME_SECRET.into()]);
         }
         argv.extend(args.iter().map(|a| a.to_string()));
         let config = Config::try_parse_from(&argv)
@@ -224,9 +235,47 @@ pub async fn wait_until(mut condition: impl FnMut() -> bool, describe: impl Fn()
 pub struct Joined {
     pub room: RoomName,
     pub you: PeerId,
-    pub peers: Vec<PeerId>,
+    pub peers: Vec<Member>,
     pub capacity: u32,
     pub ice_servers: Vec<shared::IceServer>,
+    pub resume_token: ResumeToken,
+    pub resumed: bool,
+    pub lock: LockState,
+    pub chat: Vec<ChatEntry>,
+}
+
+impl Joined {
+    /// The ids of the other members, oldest first.
+    pub fn peer_ids(&self) -> Vec<PeerId> {
+        self.peers.iter().map(|m| m.id).collect()
+    }
+
+    fn from_message(message: ServerMessage) -> Option<Self> {
+        match message {
+            ServerMessage::Joined {
+                room,
+                you,
+                peers,
+                capacity,
+                ice_servers,
+                resume_token,
+                resumed,
+                lock,
+                chat,
+            } => Some(Self {
+                room,
+                you,
+                peers,
+                capacity,
+                ice_servers,
+                resume_token,
+                resumed,
+                lock,
+                chat,
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// What [`Client::next_event`] saw.
@@ -280,6 +329,34 @@ impl Client {
             .await
             .unwrap_or_else(|_| panic!("timed out connecting to {url}"))
             .unwrap_or_else(|err| panic!("cannot connect to {url}: {err}"));
+        Self { ws }
+    }
+
+    /// Connects with a small TCP receive buffer (`SO_RCVBUF`, set before connecting so that the
+    /// advertised window stays small): the server's writes to this client then wait in its
+    /// queue rather than in kernel buffers, as for a client on a slow link.
+    pub async fn connect_with_small_window(url: &str, recv_buffer: u32) -> Self {
+        let request = url.into_client_request().expect("websocket request");
+        let target: SocketAddr = request
+            .uri()
+            .authority()
+            .expect("authority")
+            .as_str()
+            .parse()
+            .expect("ws URL with an IP address");
+        let attempt = async {
+            let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+            socket
+                .set_recv_buffer_size(recv_buffer)
+                .expect("set SO_RCVBUF");
+            let stream = socket.connect(target).await.expect("tcp connect");
+            tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream))
+                .await
+                .expect("websocket handshake")
+        };
+        let (ws, _response) = tokio::time::timeout(TIMEOUT, attempt)
+            .await
+            .unwrap_or_else(|_| panic!("timed out connecting to {url}"));
         Self { ws }
     }
 
@@ -396,28 +473,31 @@ impl Client {
         }
     }
 
-    /// Joins `room` with the current protocol version and expects `joined`.
+    /// Joins `room` (as "Guest") with the current protocol version and expects `joined`.
     pub async fn join(&mut self, room: &str) -> Joined {
-        self.send(&join(room)).await;
-        match self.recv().await {
-            ServerMessage::Joined {
-                room: got_room,
-                you,
-                peers,
-                capacity,
-                ice_servers,
-            } => {
-                assert_eq!(got_room.as_str(), room);
-                Joined {
-                    room: got_room,
-                    you,
-                    peers,
-                    capacity,
-                    ice_servers,
-                }
-            }
-            other => panic!("expected joined for room {room:?}, got {other:?}"),
-        }
+        self.join_as(room, "Guest").await
+    }
+
+    /// Joins `room` as `name` and expects `joined`.
+    pub async fn join_as(&mut self, room: &str, name: &str) -> Joined {
+        self.send(&join_as(room, name)).await;
+        self.expect_joined(room).await
+    }
+
+    /// Sends `join` for `room` with a resume token, expects `joined` (resumed or restored).
+    pub async fn resume(&mut self, room: &str, token: &ResumeToken) -> Joined {
+        self.send(&join_with(room, "Guest", Some(token), None))
+            .await;
+        self.expect_joined(room).await
+    }
+
+    /// Expects `joined` for `room` as the next message.
+    pub async fn expect_joined(&mut self, room: &str) -> Joined {
+        let message = self.recv().await;
+        let joined = Joined::from_message(message.clone())
+            .unwrap_or_else(|| panic!("expected joined for room {room:?}, got {message:?}"));
+        assert_eq!(joined.room.as_str(), room);
+        joined
     }
 
     /// Starts the closing handshake and waits (bounded) for the server's close reply.
@@ -430,17 +510,48 @@ impl Client {
     }
 }
 
-/// `join` with the current protocol version.
+/// `join` with the current protocol version, as "Guest".
 pub fn join(room: &str) -> ClientMessage {
+    join_as(room, "Guest")
+}
+
+/// `join` as `name`.
+pub fn join_as(room: &str, name: &str) -> ClientMessage {
+    join_with(room, name, None, None)
+}
+
+/// `join` with everything.
+pub fn join_with(
+    room: &str,
+    name: &str,
+    resume: Option<&ResumeToken>,
+    passcode: Option<&str>,
+) -> ClientMessage {
     ClientMessage::Join {
         room: RoomName::new(room).expect("valid room name"),
         version: PROTOCOL_VERSION,
+        name: DisplayName::new(name).expect("valid display name"),
+        resume: resume.cloned(),
+        passcode: passcode.map(|p| Passcode::new(p).expect("valid passcode")),
     }
 }
 
 pub fn description(to: PeerId, kind: SdpKind, sdp: &str) -> ClientMessage {
     ClientMessage::Description {
         to,
+        connection: CONNECTION,
+        description: SessionDescription {
+            kind,
+            sdp: sdp.into(),
+        },
+    }
+}
+
+/// What a peer receives for [`description`] sent by `from`.
+pub fn described(from: PeerId, kind: SdpKind, sdp: &str) -> ServerMessage {
+    ServerMessage::Description {
+        from,
+        connection: CONNECTION,
         description: SessionDescription {
             kind,
             sdp: sdp.into(),
@@ -468,7 +579,25 @@ pub fn candidate(candidate: &str) -> IceCandidate {
 pub fn ice(to: PeerId, c: &str) -> ClientMessage {
     ClientMessage::IceCandidate {
         to,
+        connection: CONNECTION,
         candidate: candidate(c),
+    }
+}
+
+/// What a peer receives for [`ice`] sent by `from`.
+pub fn iced(from: PeerId, c: &str) -> ServerMessage {
+    ServerMessage::IceCandidate {
+        from,
+        connection: CONNECTION,
+        candidate: candidate(c),
+    }
+}
+
+/// The id a `peerJoined` announces (fails the test on anything else).
+pub fn peer_joined(message: &ServerMessage) -> PeerId {
+    match message {
+        ServerMessage::PeerJoined { peer } => peer.id,
+        other => panic!("expected peerJoined, got {other:?}"),
     }
 }
 
@@ -484,11 +613,8 @@ impl Pair {
     pub async fn new(server: &TestServer, room: &str) -> Self {
         let (mut a, a_joined) = server.joined_client(room).await;
         let (b, b_joined) = server.joined_client(room).await;
-        assert_eq!(b_joined.peers, [a_joined.you]);
-        assert_eq!(
-            a.recv().await,
-            ServerMessage::PeerJoined { peer: b_joined.you }
-        );
+        assert_eq!(b_joined.peer_ids(), [a_joined.you]);
+        assert_eq!(peer_joined(&a.recv().await), b_joined.you);
         Self {
             a,
             a_id: a_joined.you,
@@ -503,33 +629,15 @@ impl Pair {
         self.a.send(&offer(self.b_id, "v=0 pair offer")).await;
         assert_eq!(
             self.b.recv().await,
-            ServerMessage::Description {
-                from: self.a_id,
-                description: SessionDescription {
-                    kind: SdpKind::Offer,
-                    sdp: "v=0 pair offer".into()
-                }
-            }
+            described(self.a_id, SdpKind::Offer, "v=0 pair offer")
         );
         self.b.send(&answer(self.a_id, "v=0 pair answer")).await;
         assert_eq!(
             self.a.recv().await,
-            ServerMessage::Description {
-                from: self.b_id,
-                description: SessionDescription {
-                    kind: SdpKind::Answer,
-                    sdp: "v=0 pair answer".into()
-                }
-            }
+            described(self.b_id, SdpKind::Answer, "v=0 pair answer")
         );
         self.a.send(&ice(self.b_id, "candidate:pair")).await;
-        assert_eq!(
-            self.b.recv().await,
-            ServerMessage::IceCandidate {
-                from: self.a_id,
-                candidate: candidate("candidate:pair")
-            }
-        );
+        assert_eq!(self.b.recv().await, iced(self.a_id, "candidate:pair"));
         self.a.expect_silence().await;
         self.b.expect_silence().await;
     }
