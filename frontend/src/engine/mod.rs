@@ -435,6 +435,8 @@ pub struct Call {
     local: LocalMedia,
     /// Joined and the socket is up: messages can go out now.
     ready: bool,
+    /// A `join` is out and not answered yet (a refusal then concerns us).
+    awaiting_joined: bool,
     outbox: VecDeque<ClientMessage>,
     remotes: BTreeMap<PeerId, Remote>,
     /// Join order of the remotes (for the grid).
@@ -474,6 +476,7 @@ impl Call {
             ice_servers: Vec::new(),
             local: LocalMedia::default(),
             ready: false,
+            awaiting_joined: false,
             outbox: VecDeque::new(),
             remotes: BTreeMap::new(),
             order: Vec::new(),
@@ -750,6 +753,7 @@ impl Call {
         let Some(name) = self.name.clone() else {
             return;
         };
+        self.awaiting_joined = true;
         self.effects.push_back(Effect::Send(ClientMessage::Join {
             room: self.room.clone(),
             version: PROTOCOL_VERSION,
@@ -764,17 +768,15 @@ impl Call {
         match self.phase {
             // Joining (first time or again after a drop): with our resume token if we have one.
             Phase::Joining => self.send_join(),
-            Phase::InCall => {
-                // Reconnected: join again, taking our seat back.
-                self.phase = Phase::Joining;
-                self.send_join();
-            }
+            // Reconnected: join again, taking our seat back. The call view stays meanwhile.
+            Phase::InCall => self.send_join(),
             Phase::Lobby | Phase::Left => {}
         }
     }
 
     fn on_close(&mut self, close: SocketClose) {
         self.ready = false;
+        self.awaiting_joined = false;
         match self.phase {
             Phase::Left => {}
             Phase::Lobby => {
@@ -786,17 +788,13 @@ impl Call {
                 ));
             }
             Phase::Joining | Phase::InCall => {
-                let was_in_call = self.me.is_some();
-                if !was_in_call && close.code == 1001 {
+                if self.me.is_none() && close.code == 1001 {
                     // Never got in and the server is going away: the person can try again.
                     self.phase = Phase::Lobby;
                     self.link = Link::Closed;
                     self.problem =
                         Some("The server is restarting. Try joining again in a moment.".into());
                     return;
-                }
-                if self.me.is_some() {
-                    self.phase = Phase::InCall;
                 }
                 self.log(format!(
                     "signaling lost ({} {}); reconnecting",
@@ -954,6 +952,7 @@ impl Call {
         }
         self.me = Some(you);
         self.phase = Phase::InCall;
+        self.awaiting_joined = false;
         self.link = Link::Open;
         self.attempts = 0;
         self.cancel_timer(TimerKind::Reconnect);
@@ -1072,8 +1071,9 @@ impl Call {
             | ErrorCode::InvalidName
             | ErrorCode::InvalidRoom
             | ErrorCode::UnsupportedVersion
-                if matches!(self.phase, Phase::Joining) =>
+                if self.awaiting_joined =>
             {
+                self.awaiting_joined = false;
                 // Refused at the door: back to the lobby, which says why. If we were in the
                 // call before (and lost our seat while away), the call is over.
                 self.close_all_peers();

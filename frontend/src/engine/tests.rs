@@ -633,6 +633,11 @@ fn signaling_drop_keeps_every_connection_and_resumes_the_seat() {
         &sent(&effects)[..],
         [ClientMessage::Join { resume: Some(t), .. }] if *t == token("2")
     ));
+    assert_eq!(
+        call.view().phase,
+        Phase::InCall,
+        "the call view stays while rejoining"
+    );
     let effects = from_server(&mut call, joined(2, &[3], true));
     assert_eq!(connection_of(&call, 3), connection, "same connection");
     assert!(created(&effects).is_empty());
