@@ -219,20 +219,29 @@ fn listen(
     {
         let streams = setup.streams.clone();
         let keys = keys.clone();
+        // Tracks that arrive without a stream (no msid) share one, as one participant's media.
+        let loose: RefCell<Option<MediaStream>> = RefCell::new(None);
         listeners.push(EventListener::new(pc, "track", move |event| {
             let Some(event) = event.dyn_ref::<RtcTrackEvent>() else {
                 return;
             };
-            // The sender puts its tracks in a stream (msid); a track without one gets its own.
             let stream = match event.streams().get(0).dyn_into::<MediaStream>() {
                 Ok(stream) => stream,
-                Err(_) => match MediaStream::new() {
-                    Ok(stream) => {
-                        stream.add_track(&event.track());
-                        stream
-                    }
-                    Err(_) => return,
-                },
+                Err(_) => {
+                    let mut loose = loose.borrow_mut();
+                    let stream = match loose.as_ref() {
+                        Some(stream) => stream.clone(),
+                        None => match MediaStream::new() {
+                            Ok(stream) => {
+                                *loose = Some(stream.clone());
+                                stream
+                            }
+                            Err(_) => return,
+                        },
+                    };
+                    stream.add_track(&event.track());
+                    stream
+                }
             };
             let key = streams.borrow_mut().key_of(&stream);
             keys.borrow_mut().push(key);
