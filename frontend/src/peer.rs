@@ -34,6 +34,11 @@ use crate::media::{Stream, Track};
 /// stuck: it is reported failed and the core replaces it.
 pub const MAX_QUEUED_OPS: usize = 512;
 
+// Beware: web-sys binds JavaScript's own `MediaStream.clone()` (and `MediaStreamTrack.clone()`)
+// as inherent methods, which win over `Clone::clone`: `stream.clone()` on one of them makes a NEW
+// stream with copies of the tracks it has now. Everywhere a second handle to the same object is
+// meant, this module writes `Clone::clone(&stream)` or `JsValue::from(&stream)`.
+
 /// Remote streams by key, for the view to show (shared with the call loop).
 #[derive(Default)]
 pub struct RemoteStreams {
@@ -59,7 +64,7 @@ impl RemoteStreams {
         }
         self.next += 1;
         let key = StreamKey(self.next);
-        self.streams.insert(key, Stream(stream.clone()));
+        self.streams.insert(key, Stream(Clone::clone(stream)));
         key
     }
 }
@@ -230,10 +235,10 @@ fn listen(
                 Err(_) => {
                     let mut loose = loose.borrow_mut();
                     let stream = match loose.as_ref() {
-                        Some(stream) => stream.clone(),
+                        Some(stream) => Clone::clone(stream),
                         None => match MediaStream::new() {
                             Ok(stream) => {
-                                *loose = Some(stream.clone());
+                                *loose = Some(Clone::clone(&stream));
                                 stream
                             }
                             Err(_) => return,
@@ -573,7 +578,7 @@ impl Conn {
             if send {
                 if let Some(stream) = &stream {
                     // Not in web-sys: tells the other side which stream the track belongs to.
-                    let _ = call_method(&sender, "setStreams", &[stream.0.clone().into()]);
+                    let _ = call_method(&sender, "setStreams", &[JsValue::from(&stream.0)]);
                 }
             }
             replace(&sender, track.as_ref()).await?;
@@ -588,7 +593,7 @@ impl Conn {
                     let _ = call_method(
                         &transceiver.sender(),
                         "setStreams",
-                        &[stream.0.clone().into()],
+                        &[JsValue::from(&stream.0)],
                     );
                 }
                 replace(&transceiver.sender(), Some(&track)).await?;
