@@ -31,15 +31,6 @@ pub enum Kind {
     Video,
 }
 
-impl Kind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Audio => "audio",
-            Kind::Video => "video",
-        }
-    }
-}
-
 /// Why camera or microphone access failed, from the DOMException name getUserMedia rejects with.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MediaError {
@@ -299,6 +290,60 @@ pub async fn open(kind: Kind, device_id: Option<&str>) -> Result<Track, MediaErr
     first(tracks).ok_or(MediaError::NotFound)
 }
 
+/// Why a screen share did not start.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ShareError {
+    /// The person closed the picker, or refused.
+    #[error("screen sharing was cancelled")]
+    Cancelled,
+    /// This browser cannot share a screen (most phones).
+    #[error("This browser cannot share a screen.")]
+    Unsupported,
+    #[error("The screen could not be shared ({0}).")]
+    Failed(String),
+}
+
+/// Whether this browser can share a screen at all (`getDisplayMedia`; absent on most phones).
+pub fn screen_share_supported() -> bool {
+    media_devices()
+        .map(|devices| js_sys::Reflect::has(&devices, &"getDisplayMedia".into()).unwrap_or(false))
+        .unwrap_or(false)
+}
+
+/// Asks the person which screen or window to share (`getDisplayMedia`). The track is marked
+/// `contentHint = "detail"` so the encoder keeps text legible rather than motion smooth. Returns
+/// the track and the stream it is announced in.
+pub async fn open_screen() -> Result<(Track, Stream), ShareError> {
+    let devices = media_devices().map_err(|_| ShareError::Unsupported)?;
+    let method = js_sys::Reflect::get(&devices, &"getDisplayMedia".into())
+        .ok()
+        .and_then(|m| m.dyn_into::<js_sys::Function>().ok())
+        .ok_or(ShareError::Unsupported)?;
+    let constraints = js_sys::Object::new();
+    set(&constraints, "video", &JsValue::TRUE);
+    set(&constraints, "audio", &JsValue::FALSE);
+    let promise: js_sys::Promise = method
+        .call1(&devices, &constraints)
+        .map_err(|e| ShareError::Failed(format!("{:?}", MediaError::from_js(e))))?
+        .dyn_into()
+        .map_err(|_| ShareError::Failed("no promise".into()))?;
+    let stream = match JsFuture::from(promise).await {
+        Ok(stream) => stream
+            .dyn_into::<MediaStream>()
+            .map_err(|_| ShareError::Failed("no stream".into()))?,
+        Err(err) => {
+            return Err(match MediaError::from_js(err) {
+                // NotAllowedError: the picker was closed or the person said no.
+                MediaError::Denied | MediaError::Busy => ShareError::Cancelled,
+                other => ShareError::Failed(format!("{other:?}")),
+            });
+        }
+    };
+    let track = first(stream.get_video_tracks()).ok_or(ShareError::Cancelled)?;
+    set(&track.0, "contentHint", &"detail".into());
+    Ok((track, Stream(stream)))
+}
+
 /// The devices the browser lists (labels are filled in once access was granted).
 pub async fn devices() -> Result<Devices, MediaError> {
     let promise = media_devices()?
@@ -436,15 +481,21 @@ pub async fn play_all() -> Result<(), PlayError> {
     result
 }
 
-/// Remembered device choices, in localStorage (per browser, per origin).
+/// Remembered choices, in localStorage (per browser, per origin): devices and display name.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Preferences {
     pub camera: Option<String>,
     pub microphone: Option<String>,
     pub speaker: Option<String>,
+    pub name: Option<String>,
 }
 
-const PREF_KEYS: [&str; 3] = ["noom.camera", "noom.microphone", "noom.speaker"];
+const PREF_KEYS: [&str; 4] = [
+    "noom.camera",
+    "noom.microphone",
+    "noom.speaker",
+    "noom.name",
+];
 
 impl Preferences {
     fn storage() -> Option<web_sys::Storage> {
@@ -467,23 +518,30 @@ impl Preferences {
             camera: get(PREF_KEYS[0]),
             microphone: get(PREF_KEYS[1]),
             speaker: get(PREF_KEYS[2]),
+            name: get(PREF_KEYS[3]),
         }
     }
 
-    pub fn save(&self) {
+    /// Remembers one choice (only that one: the lobby and the media task each save their own).
+    pub fn remember(pref: Pref, value: Option<&str>) {
         let Some(storage) = Self::storage() else {
             return;
         };
-        for (key, value) in PREF_KEYS
-            .iter()
-            .zip([&self.camera, &self.microphone, &self.speaker])
-        {
-            let _ = match value {
-                Some(value) => storage.set_item(key, value),
-                None => storage.remove_item(key),
-            };
-        }
+        let key = PREF_KEYS[pref as usize];
+        let _ = match value {
+            Some(value) => storage.set_item(key, value),
+            None => storage.remove_item(key),
+        };
     }
+}
+
+/// One remembered choice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pref {
+    Camera = 0,
+    Microphone = 1,
+    Speaker = 2,
+    Name = 3,
 }
 
 #[cfg(test)]

@@ -1,272 +1,417 @@
 //! One WebRTC connection to one remote participant: the only module that touches
-//! `RTCPeerConnection`. A [`Peer`] owns its connection and its event listeners; dropping it closes
-//! the connection and removes the listeners, so a participant who left leaves nothing behind.
+//! `RTCPeerConnection`. Each connection runs in its own task that executes the call core's
+//! operations ([`PeerOp`]) one at a time, in order, and reports back as core events, so a slow
+//! operation on one connection never holds up another. The task owns the connection and its
+//! listeners; dropping the [`PeerHandle`] closes the connection (which also fails any operation
+//! still waiting on it) and removes the listeners and the remote streams it registered.
 
-use futures::channel::mpsc::UnboundedSender;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use futures::channel::mpsc::{self, Receiver, Sender};
+use futures::StreamExt;
 use gloo_events::EventListener;
-use shared::{IceCandidate, IceServer, PeerId, SdpKind, SessionDescription};
+use shared::{ConnectionId, IceCandidate, IceServer, PeerId, SdpKind, SessionDescription};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{
-    MediaStream, RtcConfiguration, RtcIceCandidateInit, RtcIceServer, RtcPeerConnection,
-    RtcPeerConnectionIceEvent, RtcRtpTransceiver, RtcRtpTransceiverDirection,
-    RtcRtpTransceiverInit, RtcSdpType, RtcSessionDescriptionInit, RtcTrackEvent,
+    MediaStream, RtcConfiguration, RtcIceCandidateInit, RtcIceConnectionState, RtcIceServer,
+    RtcPeerConnection, RtcPeerConnectionIceEvent, RtcPeerConnectionState, RtcRtpTransceiver,
+    RtcRtpTransceiverDirection, RtcRtpTransceiverInit, RtcSdpType, RtcSessionDescriptionInit,
+    RtcTrackEvent,
 };
 
-use crate::media::{Kind, Stream, Track};
+use crate::engine::quality::{CandidateType, StatsSample};
+use crate::engine::uplink::{VideoLimit, SCREEN_MAX_BITRATE_BPS};
+use crate::engine::{
+    ConnState, Event, FailedOp, IceState, OpError, PeerEvent, PeerOp, Role, Sending, StreamKey,
+};
+use crate::local::SharedTracks;
+use crate::media::{Stream, Track};
 
-/// What a peer connection reports to the call, through a channel (listeners never touch the UI).
-#[derive(Debug)]
-pub enum PeerEvent {
-    /// A local ICE candidate to send to `peer` through the server.
-    IceCandidate(PeerId, IceCandidate),
-    /// Remote media arrived (or changed) for `peer`.
-    Track(PeerId, Stream),
-    /// The connection state changed ("connecting", "connected", "failed", ...).
-    State(PeerId, String),
+/// Operations that may wait for one connection. Beyond this, the connection is hopelessly
+/// stuck: it is reported failed and the core replaces it.
+pub const MAX_QUEUED_OPS: usize = 512;
+
+// Beware: web-sys binds JavaScript's own `MediaStream.clone()` (and `MediaStreamTrack.clone()`)
+// as inherent methods, which win over `Clone::clone`: `stream.clone()` on one of them makes a NEW
+// stream with copies of the tracks it has now. Everywhere a second handle to the same object is
+// meant, this module writes `Clone::clone(&stream)` or `JsValue::from(&stream)`.
+
+/// Remote streams by key, for the view to show (shared with the call loop).
+#[derive(Default)]
+pub struct RemoteStreams {
+    streams: HashMap<StreamKey, Stream>,
+    next: u32,
 }
 
-/// A WebRTC failure, with the browser's words.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PeerError(pub String);
+pub type SharedStreams = Rc<RefCell<RemoteStreams>>;
 
-impl std::fmt::Display for PeerError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+impl RemoteStreams {
+    pub fn get(&self, key: StreamKey) -> Option<Stream> {
+        self.streams.get(&key).cloned()
+    }
+
+    /// The key of `stream`, registering it if new.
+    fn key_of(&mut self, stream: &MediaStream) -> StreamKey {
+        if let Some((key, _)) = self
+            .streams
+            .iter()
+            .find(|(_, s)| js_sys::Object::is(&s.0, stream))
+        {
+            return *key;
+        }
+        self.next += 1;
+        let key = StreamKey(self.next);
+        self.streams.insert(key, Stream(Clone::clone(stream)));
+        key
     }
 }
 
-fn js_error(context: &str, value: JsValue) -> PeerError {
-    let detail = value
-        .dyn_ref::<js_sys::Error>()
-        .map(|e| String::from(e.message()))
-        .or_else(|| value.as_string())
-        .unwrap_or_else(|| format!("{value:?}"));
-    PeerError(format!("{context}: {detail}"))
+/// Reports one connection's events to the call loop.
+pub type Emit = Rc<dyn Fn(Event)>;
+
+/// The call loop's side of one connection. Dropping it closes the connection.
+pub struct PeerHandle {
+    ops: Sender<PeerOp>,
+    pc: RtcPeerConnection,
 }
 
-pub struct Peer {
+impl PeerHandle {
+    /// Queues `op`; false if the queue is full (the connection is stuck).
+    pub fn run(&mut self, op: PeerOp) -> bool {
+        self.ops.try_send(op).is_ok()
+    }
+}
+
+impl Drop for PeerHandle {
+    fn drop(&mut self) {
+        self.pc.close();
+    }
+}
+
+/// Everything one connection needs from outside.
+pub struct PeerSetup {
+    pub peer: PeerId,
+    pub connection: ConnectionId,
+    pub role: Role,
+    pub ice_servers: Vec<IceServer>,
+    pub sending: Sending,
+    pub tracks: SharedTracks,
+    pub streams: SharedStreams,
+    pub emit: Emit,
+}
+
+/// Why a connection could not even be created.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the browser could not create a call connection: {0}")]
+pub struct CreateError(String);
+
+/// Creates the connection and starts its task.
+pub fn spawn(setup: PeerSetup) -> Result<PeerHandle, CreateError> {
+    let pc = new_connection(&setup.ice_servers).map_err(|e| CreateError(describe(&e)))?;
+    let (tx, rx) = mpsc::channel(MAX_QUEUED_OPS);
+    let listeners = listen(&pc, &setup);
+    let mut conn = Conn {
+        pc: pc.clone(),
+        peer: setup.peer,
+        connection: setup.connection,
+        sending: setup.sending,
+        tracks: setup.tracks,
+        streams: setup.streams,
+        emit: setup.emit,
+        audio: None,
+        video: None,
+        screen: None,
+        stream_keys: Rc::new(RefCell::new(Vec::new())),
+        _listeners: listeners.0,
+    };
+    conn.stream_keys = listeners.1;
+    if setup.role == Role::Offerer {
+        conn.add_transceivers();
+    }
+    wasm_bindgen_futures::spawn_local(conn.run(rx));
+    Ok(PeerHandle { ops: tx, pc })
+}
+
+fn new_connection(ice_servers: &[IceServer]) -> Result<RtcPeerConnection, JsValue> {
+    let config = RtcConfiguration::new();
+    let servers = js_sys::Array::new();
+    for server in ice_servers {
+        let entry = RtcIceServer::new();
+        let urls: js_sys::Array = server.urls.iter().map(|u| JsValue::from_str(u)).collect();
+        entry.set_urls(&urls);
+        if let Some(username) = &server.username {
+            entry.set_username(username);
+        }
+        if let Some(credential) = &server.credential {
+            entry.set_credential(credential);
+        }
+        servers.push(&entry);
+    }
+    config.set_ice_servers(&servers);
+    RtcPeerConnection::new_with_configuration(&config)
+}
+
+/// The connection's listeners, reporting to the call loop. The `track` listener registers
+/// remote streams; their keys are returned so the connection can unregister them when closed.
+fn listen(
+    pc: &RtcPeerConnection,
+    setup: &PeerSetup,
+) -> (Vec<EventListener>, Rc<RefCell<Vec<StreamKey>>>) {
+    let (peer, connection) = (setup.peer, setup.connection);
+    let report = {
+        let emit = setup.emit.clone();
+        move |event: PeerEvent| {
+            emit(Event::Peer {
+                peer,
+                connection,
+                event,
+            })
+        }
+    };
+    let keys = Rc::new(RefCell::new(Vec::new()));
+    let mut listeners = Vec::new();
+    {
+        let report = report.clone();
+        listeners.push(EventListener::new(pc, "negotiationneeded", move |_| {
+            report(PeerEvent::NegotiationNeeded)
+        }));
+    }
+    {
+        let report = report.clone();
+        listeners.push(EventListener::new(pc, "icecandidate", move |event| {
+            let Some(candidate) = event
+                .dyn_ref::<RtcPeerConnectionIceEvent>()
+                .and_then(RtcPeerConnectionIceEvent::candidate)
+            else {
+                // The end of gathering: nothing to send.
+                return;
+            };
+            if candidate.candidate().is_empty() {
+                return;
+            }
+            report(PeerEvent::IceCandidate(IceCandidate {
+                candidate: candidate.candidate(),
+                sdp_mid: candidate.sdp_mid(),
+                sdp_m_line_index: candidate.sdp_m_line_index(),
+                // Not in web-sys's RTCIceCandidate binding: read the property directly.
+                username_fragment: js_sys::Reflect::get(&candidate, &"usernameFragment".into())
+                    .ok()
+                    .and_then(|v| v.as_string()),
+            }));
+        }));
+    }
+    {
+        let report = report.clone();
+        let pc2 = pc.clone();
+        listeners.push(EventListener::new(
+            pc,
+            "iceconnectionstatechange",
+            move |_| {
+                report(PeerEvent::Ice(ice_state(pc2.ice_connection_state())));
+            },
+        ));
+    }
+    {
+        let report = report.clone();
+        let pc2 = pc.clone();
+        listeners.push(EventListener::new(pc, "connectionstatechange", move |_| {
+            report(PeerEvent::Connection(conn_state(pc2.connection_state())));
+        }));
+    }
+    {
+        let streams = setup.streams.clone();
+        let keys = keys.clone();
+        // Tracks that arrive without a stream (no msid) share one, as one participant's media.
+        let loose: RefCell<Option<MediaStream>> = RefCell::new(None);
+        listeners.push(EventListener::new(pc, "track", move |event| {
+            let Some(event) = event.dyn_ref::<RtcTrackEvent>() else {
+                return;
+            };
+            let stream = match event.streams().get(0).dyn_into::<MediaStream>() {
+                Ok(stream) => stream,
+                Err(_) => {
+                    let mut loose = loose.borrow_mut();
+                    let stream = match loose.as_ref() {
+                        Some(stream) => Clone::clone(stream),
+                        None => match MediaStream::new() {
+                            Ok(stream) => {
+                                *loose = Some(Clone::clone(&stream));
+                                stream
+                            }
+                            Err(_) => return,
+                        },
+                    };
+                    stream.add_track(&event.track());
+                    stream
+                }
+            };
+            let key = streams.borrow_mut().key_of(&stream);
+            keys.borrow_mut().push(key);
+            report(PeerEvent::Track {
+                stream: key,
+                id: stream.id(),
+            });
+        }));
+    }
+    (listeners, keys)
+}
+
+/// The local tracks and streams one connection sends, resolved from the shared table.
+struct Local {
+    mic: Option<Track>,
+    camera: Option<Track>,
+    screen: Option<Track>,
+    stream: Option<Stream>,
+    screen_stream: Option<Stream>,
+}
+
+struct Conn {
     pc: RtcPeerConnection,
-    /// Candidates that arrived before the remote description; added right after it is set.
-    pending_candidates: Vec<IceCandidate>,
-    /// Whether what we send is set up yet (an answerer does it after the offer).
-    sending: bool,
-    /// Owned listeners: removed from the connection when the peer is dropped.
+    peer: PeerId,
+    connection: ConnectionId,
+    /// What the core last asked us to send.
+    sending: Sending,
+    tracks: SharedTracks,
+    streams: SharedStreams,
+    emit: Emit,
+    /// Our transceivers: created by us (offerer) or adopted from the first remote offer.
+    audio: Option<RtcRtpTransceiver>,
+    video: Option<RtcRtpTransceiver>,
+    screen: Option<RtcRtpTransceiver>,
+    stream_keys: Rc<RefCell<Vec<StreamKey>>>,
     _listeners: Vec<EventListener>,
 }
 
-impl Peer {
-    /// A connection to `id` using `ice_servers`, reporting through `events`. No media yet: the
-    /// offerer calls [`Peer::offer`], the answerer [`Peer::accept`].
-    pub fn new(
-        id: PeerId,
-        ice_servers: &[IceServer],
-        events: UnboundedSender<PeerEvent>,
-    ) -> Result<Self, PeerError> {
-        let config = RtcConfiguration::new();
-        let servers = js_sys::Array::new();
-        for server in ice_servers {
-            let entry = RtcIceServer::new();
-            let urls: js_sys::Array = server.urls.iter().map(|u| JsValue::from_str(u)).collect();
-            entry.set_urls(&urls);
-            if let Some(username) = &server.username {
-                entry.set_username(username);
-            }
-            if let Some(credential) = &server.credential {
-                entry.set_credential(credential);
-            }
-            servers.push(&entry);
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.pc.close();
+        let mut streams = self.streams.borrow_mut();
+        for key in self.stream_keys.borrow().iter() {
+            streams.streams.remove(key);
         }
-        config.set_ice_servers(&servers);
-        let pc = RtcPeerConnection::new_with_configuration(&config)
-            .map_err(|e| js_error("cannot create a peer connection", e))?;
+    }
+}
 
-        let mut listeners = Vec::new();
-        {
-            let events = events.clone();
-            listeners.push(EventListener::new(&pc, "icecandidate", move |event| {
-                let Some(event) = event.dyn_ref::<RtcPeerConnectionIceEvent>() else {
-                    return;
-                };
-                // A null candidate marks the end of gathering; nothing to send.
-                if let Some(candidate) = event.candidate() {
-                    if candidate.candidate().is_empty() {
-                        return;
-                    }
-                    let _ = events.unbounded_send(PeerEvent::IceCandidate(
-                        id,
-                        IceCandidate {
-                            candidate: candidate.candidate(),
-                            sdp_mid: candidate.sdp_mid(),
-                            sdp_m_line_index: candidate.sdp_m_line_index(),
-                            // Not in web-sys's RTCIceCandidate binding: read the property directly.
-                            username_fragment: js_sys::Reflect::get(
-                                &candidate,
-                                &"usernameFragment".into(),
-                            )
-                            .ok()
-                            .and_then(|v| v.as_string()),
-                        },
-                    ));
-                }
-            }));
+impl Conn {
+    async fn run(mut self, mut ops: Receiver<PeerOp>) {
+        while let Some(op) = ops.next().await {
+            self.execute(op).await;
+            if self.pc.signaling_state() == web_sys::RtcSignalingState::Closed {
+                break;
+            }
         }
-        {
-            let events = events.clone();
-            // Remote media comes through `track` (the tutorial's `addstream` is long deprecated).
-            // The sender attaches both its tracks to one stream; use it, or make one.
-            let fallback =
-                MediaStream::new().map_err(|e| js_error("cannot create a media stream", e))?;
-            listeners.push(EventListener::new(&pc, "track", move |event| {
-                let Some(event) = event.dyn_ref::<RtcTrackEvent>() else {
-                    return;
-                };
-                let stream = match event.streams().get(0).dyn_into::<MediaStream>() {
-                    Ok(stream) => stream,
-                    Err(_) => {
-                        fallback.add_track(&event.track());
-                        fallback.clone()
-                    }
-                };
-                let _ = events.unbounded_send(PeerEvent::Track(id, Stream(stream)));
-            }));
-        }
-        {
-            let pc2 = pc.clone();
-            listeners.push(EventListener::new(
-                &pc,
-                "connectionstatechange",
-                move |_| {
-                    let state = js_sys::Reflect::get(&pc2, &"connectionState".into())
-                        .ok()
-                        .and_then(|v| v.as_string())
-                        .unwrap_or_default();
-                    let _ = events.unbounded_send(PeerEvent::State(id, state));
-                },
-            ));
-        }
-        Ok(Self {
-            pc,
-            pending_candidates: Vec::new(),
-            sending: false,
-            _listeners: listeners,
-        })
     }
 
-    /// Attaches what we send, then creates the offer and sets it locally.
-    pub async fn offer(&mut self, local: &Outgoing<'_>) -> Result<SessionDescription, PeerError> {
-        if !self.sending {
-            self.sending = true;
-            for (kind, track, can_send) in local.kinds() {
-                let init = RtcRtpTransceiverInit::new();
-                init.set_direction(if can_send {
-                    RtcRtpTransceiverDirection::Sendrecv
-                } else {
-                    RtcRtpTransceiverDirection::Recvonly
-                });
-                if can_send {
-                    init.set_streams(&js_sys::Array::of1(&local.stream.0));
+    fn report(&self, event: PeerEvent) {
+        (self.emit)(Event::Peer {
+            peer: self.peer,
+            connection: self.connection,
+            event,
+        });
+    }
+
+    fn fail(&self, operation: FailedOp, err: &JsValue) {
+        self.report(PeerEvent::Failed(OpError {
+            operation,
+            detail: describe(err),
+        }));
+    }
+
+    async fn execute(&mut self, op: PeerOp) {
+        match op {
+            PeerOp::MakeOffer => match self.make_offer().await {
+                Ok(description) => self.report(PeerEvent::LocalDescription(description)),
+                Err(err) => self.fail(FailedOp::MakeOffer, &err),
+            },
+            PeerOp::AcceptOffer(offer) => match self.accept_offer(offer).await {
+                Ok(answer) => {
+                    self.report(PeerEvent::LocalDescription(answer));
+                    self.apply_limits().await;
                 }
-                match track {
-                    Some(track) => self
-                        .pc
-                        .add_transceiver_with_media_stream_track_and_init(&track.0, &init),
-                    None => self
-                        .pc
-                        .add_transceiver_with_str_and_init(kind.as_str(), &init),
-                };
+                Err(err) => self.fail(FailedOp::AcceptOffer, &err),
+            },
+            PeerOp::ApplyAnswer(answer) => {
+                match JsFuture::from(self.pc.set_remote_description(&init(&answer))).await {
+                    Ok(_) => {
+                        self.report(PeerEvent::AnswerApplied);
+                        self.apply_limits().await;
+                    }
+                    Err(err) => self.fail(FailedOp::ApplyAnswer, &err),
+                }
+            }
+            PeerOp::AddCandidate(candidate) => {
+                if let Err(err) = self.add_candidate(&candidate).await {
+                    self.fail(FailedOp::AddCandidate, &err);
+                }
+            }
+            PeerOp::RestartIce => {
+                // Not in web-sys's binding. Marks the next offer as an ICE restart and fires
+                // `negotiationneeded`.
+                if let Err(err) = call_method(&self.pc, "restartIce", &[]) {
+                    self.fail(FailedOp::MakeOffer, &err);
+                }
+            }
+            PeerOp::SetSending(sending) => {
+                self.sending = sending;
+                if let Err(err) = self.reconcile().await {
+                    self.fail(FailedOp::SetSending, &err);
+                }
+                self.apply_limits().await;
+            }
+            PeerOp::StartOffering => {
+                if self.audio.is_none() && self.video.is_none() {
+                    self.add_transceivers();
+                }
+            }
+            PeerOp::GetStats => {
+                if let Ok(report) = JsFuture::from(self.pc.get_stats()).await {
+                    let mut sample = parse_stats(&report);
+                    sample.at = now();
+                    self.report(PeerEvent::Stats(sample));
+                }
             }
         }
-        let offer = JsFuture::from(self.pc.create_offer())
-            .await
-            .map_err(|e| js_error("cannot create an offer", e))?;
+    }
+
+    async fn make_offer(&self) -> Result<SessionDescription, JsValue> {
+        let offer = JsFuture::from(self.pc.create_offer()).await?;
         let offer: RtcSessionDescriptionInit = offer.unchecked_into();
-        JsFuture::from(self.pc.set_local_description(&offer))
-            .await
-            .map_err(|e| js_error("cannot use our own offer", e))?;
+        JsFuture::from(self.pc.set_local_description(&offer)).await?;
         self.local_description(SdpKind::Offer)
     }
 
-    /// Applies a remote offer or answer. For an offer, puts what we send on the transceivers the
-    /// offer created and returns the answer to send back.
-    pub async fn accept(
+    async fn accept_offer(
         &mut self,
-        description: SessionDescription,
-        local: &Outgoing<'_>,
-    ) -> Result<Option<SessionDescription>, PeerError> {
-        let kind = match description.kind {
-            SdpKind::Offer => RtcSdpType::Offer,
-            SdpKind::Answer => RtcSdpType::Answer,
-        };
-        let init = RtcSessionDescriptionInit::new(kind);
-        init.set_sdp(&description.sdp);
-        JsFuture::from(self.pc.set_remote_description(&init))
-            .await
-            .map_err(|e| js_error("cannot use the other side's description", e))?;
-        for candidate in std::mem::take(&mut self.pending_candidates) {
-            self.add_candidate_now(&candidate).await?;
+        offer: SessionDescription,
+    ) -> Result<SessionDescription, JsValue> {
+        // In have-local-offer this rolls our own offer back (implicit rollback): we are polite.
+        JsFuture::from(self.pc.set_remote_description(&init(&offer))).await?;
+        if self.audio.is_none() && self.video.is_none() {
+            self.adopt_transceivers();
         }
-        if description.kind == SdpKind::Answer {
-            return Ok(None);
-        }
-        if !self.sending {
-            self.sending = true;
-            for (kind, track, can_send) in local.kinds() {
-                let Some(transceiver) = self.transceiver(kind) else {
-                    continue;
-                };
-                if can_send {
-                    transceiver.set_direction(RtcRtpTransceiverDirection::Sendrecv);
-                    // Tells the other side which stream our tracks belong to (msid).
-                    let sender = transceiver.sender();
-                    if let Ok(set_streams) = js_sys::Reflect::get(&sender, &"setStreams".into()) {
-                        if let Ok(set_streams) = set_streams.dyn_into::<js_sys::Function>() {
-                            let _ = set_streams.call1(&sender, &local.stream.0);
-                        }
-                    }
-                    if let Some(track) = track {
-                        JsFuture::from(sender.replace_track(Some(&track.0)))
-                            .await
-                            .map_err(|e| js_error("cannot send our media", e))?;
-                    }
-                } else {
-                    transceiver.set_direction(RtcRtpTransceiverDirection::Recvonly);
-                }
-            }
-        }
-        let answer = JsFuture::from(self.pc.create_answer())
-            .await
-            .map_err(|e| js_error("cannot create an answer", e))?;
+        // What we send goes on before the answer, so the answer says we send it.
+        self.reconcile().await?;
+        let answer = JsFuture::from(self.pc.create_answer()).await?;
         let answer: RtcSessionDescriptionInit = answer.unchecked_into();
-        JsFuture::from(self.pc.set_local_description(&answer))
-            .await
-            .map_err(|e| js_error("cannot use our own answer", e))?;
-        self.local_description(SdpKind::Answer).map(Some)
+        JsFuture::from(self.pc.set_local_description(&answer)).await?;
+        self.local_description(SdpKind::Answer)
     }
 
-    /// Adds a remote ICE candidate, or keeps it until the remote description is set: candidates
-    /// can overtake the offer they belong to, and dropping them can break the call.
-    pub async fn add_ice_candidate(&mut self, candidate: IceCandidate) -> Result<(), PeerError> {
-        if self.pc.remote_description().is_none() {
-            self.pending_candidates.push(candidate);
-            return Ok(());
-        }
-        self.add_candidate_now(&candidate).await
+    fn local_description(&self, kind: SdpKind) -> Result<SessionDescription, JsValue> {
+        let description = self
+            .pc
+            .local_description()
+            .ok_or_else(|| JsValue::from_str("no local description after setting it"))?;
+        Ok(SessionDescription {
+            kind,
+            sdp: description.sdp(),
+        })
     }
 
-    /// Sends `track` (None: nothing) for `kind` from now on, without renegotiating
-    /// (RTCRtpSender.replaceTrack). Switching cameras or microphones, camera off and on.
-    pub async fn replace_track(&self, kind: Kind, track: Option<&Track>) -> Result<(), PeerError> {
-        let Some(transceiver) = self.transceiver(kind) else {
-            return Ok(());
-        };
-        JsFuture::from(transceiver.sender().replace_track(track.map(|t| &t.0)))
-            .await
-            .map_err(|e| js_error("cannot change what this call sends", e))?;
-        Ok(())
-    }
-
-    async fn add_candidate_now(&self, candidate: &IceCandidate) -> Result<(), PeerError> {
+    async fn add_candidate(&self, candidate: &IceCandidate) -> Result<(), JsValue> {
         let init = RtcIceCandidateInit::new(&candidate.candidate);
         init.set_sdp_mid(candidate.sdp_mid.as_deref());
         init.set_sdp_m_line_index(candidate.sdp_m_line_index);
@@ -278,63 +423,398 @@ impl Peer {
             self.pc
                 .add_ice_candidate_with_opt_rtc_ice_candidate_init(Some(&init)),
         )
-        .await
-        .map_err(|e| js_error("cannot use a network candidate", e))?;
+        .await?;
         Ok(())
     }
 
-    /// The transceiver carrying `kind`, found by its receiver, which always has a track (a
-    /// sender's track is null while the camera is off).
-    fn transceiver(&self, kind: Kind) -> Option<RtcRtpTransceiver> {
-        self.pc
+    /// The tracks the core named, looked up now (a track replaced meanwhile is simply gone).
+    fn local(&self) -> Local {
+        let tracks = self.tracks.borrow();
+        let get = |id| tracks.get(id);
+        Local {
+            mic: self.sending.mic.and_then(get),
+            camera: self.sending.camera.and_then(get),
+            screen: self
+                .sending
+                .screen
+                .as_ref()
+                .and_then(|s| tracks.get(s.track)),
+            stream: tracks.camera_stream.clone(),
+            screen_stream: tracks.screen_stream.clone(),
+        }
+    }
+
+    /// As an offerer: our audio and video transceivers, `sendrecv` when we can send that kind
+    /// (even with no track yet: camera off), else `recvonly`.
+    fn add_transceivers(&mut self) {
+        let Local {
+            mic,
+            camera,
+            stream,
+            ..
+        } = self.local();
+        let limit = self.sending.video_limit;
+        self.audio = Some(self.add_transceiver(
+            "audio",
+            mic.as_ref(),
+            self.sending.send_audio,
+            stream.as_ref(),
+            None,
+        ));
+        self.video = Some(self.add_transceiver(
+            "video",
+            camera.as_ref(),
+            self.sending.send_video,
+            stream.as_ref(),
+            Some(limit),
+        ));
+        if self.sending.screen.is_some() {
+            self.add_screen();
+        }
+    }
+
+    fn add_transceiver(
+        &self,
+        kind: &str,
+        track: Option<&Track>,
+        send: bool,
+        stream: Option<&Stream>,
+        limit: Option<VideoLimit>,
+    ) -> RtcRtpTransceiver {
+        let init = RtcRtpTransceiverInit::new();
+        init.set_direction(if send {
+            RtcRtpTransceiverDirection::Sendrecv
+        } else {
+            RtcRtpTransceiverDirection::Recvonly
+        });
+        if let (true, Some(stream)) = (send, stream) {
+            init.set_streams(&js_sys::Array::of1(&stream.0));
+        }
+        if let Some(limit) = limit {
+            let _ = js_sys::Reflect::set(
+                &init,
+                &"sendEncodings".into(),
+                &encodings(limit.max_bitrate_bps, limit.scale_down_by),
+            );
+        }
+        match track {
+            Some(track) => self
+                .pc
+                .add_transceiver_with_media_stream_track_and_init(&track.0, &init),
+            None => self.pc.add_transceiver_with_str_and_init(kind, &init),
+        }
+    }
+
+    fn add_screen(&mut self) {
+        let Local {
+            screen,
+            screen_stream,
+            ..
+        } = self.local();
+        let Some(screen) = screen else {
+            return;
+        };
+        let init = RtcRtpTransceiverInit::new();
+        init.set_direction(RtcRtpTransceiverDirection::Sendonly);
+        if let Some(stream) = &screen_stream {
+            init.set_streams(&js_sys::Array::of1(&stream.0));
+        }
+        let _ = js_sys::Reflect::set(
+            &init,
+            &"sendEncodings".into(),
+            &encodings(SCREEN_MAX_BITRATE_BPS, 1.0),
+        );
+        self.screen = Some(
+            self.pc
+                .add_transceiver_with_media_stream_track_and_init(&screen.0, &init),
+        );
+    }
+
+    /// As an answerer, after the first remote offer: its first audio and first video
+    /// transceivers are the ones we answer (and send) on.
+    fn adopt_transceivers(&mut self) {
+        let all: Vec<RtcRtpTransceiver> = self
+            .pc
             .get_transceivers()
             .iter()
             .filter_map(|t| t.dyn_into::<RtcRtpTransceiver>().ok())
-            .find(|t| t.receiver().track().kind() == kind.as_str())
+            .collect();
+        let first = |kind: &str| {
+            all.iter()
+                .find(|t| t.receiver().track().kind() == kind)
+                .cloned()
+        };
+        self.audio = first("audio");
+        self.video = first("video");
     }
 
-    fn local_description(&self, kind: SdpKind) -> Result<SessionDescription, PeerError> {
-        let description = self
-            .pc
-            .local_description()
-            .ok_or_else(|| PeerError("no local description after setting it".into()))?;
-        Ok(SessionDescription {
-            kind,
-            sdp: description.sdp(),
-        })
+    /// Puts what the core asked for on our transceivers: directions and tracks. A direction
+    /// that changes makes the browser fire `negotiationneeded` (perfect negotiation takes it
+    /// from there); a track swap needs no negotiation (`replaceTrack`).
+    async fn reconcile(&mut self) -> Result<(), JsValue> {
+        let Local {
+            mic,
+            camera,
+            screen,
+            stream,
+            screen_stream,
+        } = self.local();
+        for (transceiver, track, send) in [
+            (self.audio.clone(), mic, self.sending.send_audio),
+            (self.video.clone(), camera, self.sending.send_video),
+        ] {
+            let Some(transceiver) = transceiver else {
+                continue;
+            };
+            let direction = if send {
+                RtcRtpTransceiverDirection::Sendrecv
+            } else {
+                RtcRtpTransceiverDirection::Recvonly
+            };
+            if transceiver.direction() != direction {
+                transceiver.set_direction(direction);
+            }
+            let sender = transceiver.sender();
+            if send {
+                if let Some(stream) = &stream {
+                    // Not in web-sys: tells the other side which stream the track belongs to.
+                    let _ = call_method(&sender, "setStreams", &[JsValue::from(&stream.0)]);
+                }
+            }
+            replace(&sender, track.as_ref()).await?;
+        }
+        match (&self.screen, screen) {
+            (None, Some(_)) => self.add_screen(),
+            (Some(transceiver), Some(track)) => {
+                if transceiver.direction() != RtcRtpTransceiverDirection::Sendonly {
+                    transceiver.set_direction(RtcRtpTransceiverDirection::Sendonly);
+                }
+                if let Some(stream) = &screen_stream {
+                    let _ = call_method(
+                        &transceiver.sender(),
+                        "setStreams",
+                        &[JsValue::from(&stream.0)],
+                    );
+                }
+                replace(&transceiver.sender(), Some(&track)).await?;
+            }
+            (Some(transceiver), None) => {
+                replace(&transceiver.sender(), None).await?;
+                if transceiver.direction() != RtcRtpTransceiverDirection::Inactive {
+                    transceiver.set_direction(RtcRtpTransceiverDirection::Inactive);
+                }
+            }
+            (None, None) => {}
+        }
+        Ok(())
+    }
+
+    /// The video cap for this connection (`setParameters`); a no-op until negotiated.
+    async fn apply_limits(&self) {
+        let limit = self.sending.video_limit;
+        if let Some(video) = &self.video {
+            set_encoding(&video.sender(), limit.max_bitrate_bps, limit.scale_down_by).await;
+        }
+        if let Some(screen) = &self.screen {
+            set_encoding(&screen.sender(), SCREEN_MAX_BITRATE_BPS, 1.0).await;
+        }
     }
 }
 
-/// What we send to every peer: a track per kind (None while the camera is off or absent), whether
-/// that kind can be sent at all (false: receive only, e.g. no camera or access denied), and the
-/// stream our tracks are announced in, so the other side gets them as one stream.
-pub struct Outgoing<'a> {
-    pub audio: Option<&'a Track>,
-    pub video: Option<&'a Track>,
-    pub can_send_audio: bool,
-    pub can_send_video: bool,
-    pub stream: &'a Stream,
+async fn replace(sender: &web_sys::RtcRtpSender, track: Option<&Track>) -> Result<(), JsValue> {
+    let same = match (sender.track(), track) {
+        (Some(current), Some(track)) => js_sys::Object::is(&current, &track.0),
+        (None, None) => true,
+        _ => false,
+    };
+    if !same {
+        JsFuture::from(sender.replace_track(track.map(|t| &t.0))).await?;
+    }
+    Ok(())
 }
 
-impl Outgoing<'_> {
-    fn kinds(&self) -> [(Kind, Option<&Track>, bool); 2] {
-        [
-            (
-                Kind::Audio,
-                self.audio,
-                self.can_send_audio || self.audio.is_some(),
-            ),
-            (
-                Kind::Video,
-                self.video,
-                self.can_send_video || self.video.is_some(),
-            ),
-        ]
+fn encodings(max_bitrate_bps: u32, scale_down_by: f64) -> js_sys::Array {
+    let encoding = js_sys::Object::new();
+    let _ = js_sys::Reflect::set(
+        &encoding,
+        &"maxBitrate".into(),
+        &f64::from(max_bitrate_bps).into(),
+    );
+    let _ = js_sys::Reflect::set(
+        &encoding,
+        &"scaleResolutionDownBy".into(),
+        &scale_down_by.into(),
+    );
+    js_sys::Array::of1(&encoding)
+}
+
+/// Sets the first encoding's bitrate cap and scale, if the sender has one and they differ.
+async fn set_encoding(sender: &web_sys::RtcRtpSender, max_bitrate_bps: u32, scale_down_by: f64) {
+    let Ok(parameters) = call_method(sender, "getParameters", &[]) else {
+        return;
+    };
+    let Some(encoding) = js_sys::Reflect::get(&parameters, &"encodings".into())
+        .ok()
+        .and_then(|e| e.dyn_into::<js_sys::Array>().ok())
+        .map(|e| e.get(0))
+        .filter(|e| e.is_object())
+    else {
+        return;
+    };
+    let number = |key: &str| {
+        js_sys::Reflect::get(&encoding, &key.into())
+            .ok()
+            .and_then(|v| v.as_f64())
+    };
+    if number("maxBitrate") == Some(f64::from(max_bitrate_bps))
+        && number("scaleResolutionDownBy") == Some(scale_down_by)
+    {
+        return;
+    }
+    let _ = js_sys::Reflect::set(
+        &encoding,
+        &"maxBitrate".into(),
+        &f64::from(max_bitrate_bps).into(),
+    );
+    let _ = js_sys::Reflect::set(
+        &encoding,
+        &"scaleResolutionDownBy".into(),
+        &scale_down_by.into(),
+    );
+    if let Ok(promise) = call_method(sender, "setParameters", &[parameters]) {
+        if let Ok(promise) = promise.dyn_into::<js_sys::Promise>() {
+            if let Err(err) = JsFuture::from(promise).await {
+                web_sys::console::warn_1(
+                    &format!("cannot cap the video: {}", describe(&err)).into(),
+                );
+            }
+        }
     }
 }
 
-impl Drop for Peer {
-    fn drop(&mut self) {
-        self.pc.close();
+fn init(description: &SessionDescription) -> RtcSessionDescriptionInit {
+    let init = RtcSessionDescriptionInit::new(match description.kind {
+        SdpKind::Offer => RtcSdpType::Offer,
+        SdpKind::Answer => RtcSdpType::Answer,
+    });
+    init.set_sdp(&description.sdp);
+    init
+}
+
+/// Calls `object.name(...args)`: for methods web-sys does not bind.
+fn call_method(object: &JsValue, name: &str, args: &[JsValue]) -> Result<JsValue, JsValue> {
+    let method: js_sys::Function = js_sys::Reflect::get(object, &name.into())?.dyn_into()?;
+    let args: js_sys::Array = args.iter().collect();
+    method.apply(object, &args)
+}
+
+/// The browser's own words about a failure, for the console (never the screen).
+fn describe(value: &JsValue) -> String {
+    value
+        .dyn_ref::<js_sys::Error>()
+        .map(|e| String::from(e.message()))
+        .or_else(|| value.as_string())
+        .unwrap_or_else(|| "unknown error".into())
+}
+
+fn now() -> f64 {
+    web_sys::window()
+        .and_then(|w| w.performance())
+        .map_or(0.0, |p| p.now())
+}
+
+fn ice_state(state: RtcIceConnectionState) -> IceState {
+    match state {
+        RtcIceConnectionState::Checking => IceState::Checking,
+        RtcIceConnectionState::Connected => IceState::Connected,
+        RtcIceConnectionState::Completed => IceState::Completed,
+        RtcIceConnectionState::Disconnected => IceState::Disconnected,
+        RtcIceConnectionState::Failed => IceState::Failed,
+        RtcIceConnectionState::Closed => IceState::Closed,
+        _ => IceState::New,
     }
+}
+
+fn conn_state(state: RtcPeerConnectionState) -> ConnState {
+    match state {
+        RtcPeerConnectionState::Connecting => ConnState::Connecting,
+        RtcPeerConnectionState::Connected => ConnState::Connected,
+        RtcPeerConnectionState::Disconnected => ConnState::Disconnected,
+        RtcPeerConnectionState::Failed => ConnState::Failed,
+        RtcPeerConnectionState::Closed => ConnState::Closed,
+        _ => ConnState::New,
+    }
+}
+
+/// Extracts the counters the core needs from an `RTCStatsReport`.
+fn parse_stats(report: &JsValue) -> StatsSample {
+    let get = |object: &JsValue, key: &str| js_sys::Reflect::get(object, &key.into()).ok();
+    let text = |object: &JsValue, key: &str| get(object, key).and_then(|v| v.as_string());
+    let number = |object: &JsValue, key: &str| get(object, key).and_then(|v| v.as_f64());
+    let mut by_id: HashMap<String, JsValue> = HashMap::new();
+    if let Ok(Some(entries)) = js_sys::try_iter(report) {
+        for entry in entries.flatten() {
+            let pair: js_sys::Array = entry.unchecked_into();
+            if let Some(id) = pair.get(0).as_string() {
+                by_id.insert(id, pair.get(1));
+            }
+        }
+    }
+    let mut sample = StatsSample::default();
+    let selected = by_id
+        .values()
+        .find(|s| text(s, "type").as_deref() == Some("transport"))
+        .and_then(|t| text(t, "selectedCandidatePairId"))
+        .and_then(|id| by_id.get(&id).cloned())
+        .or_else(|| {
+            by_id
+                .values()
+                .find(|s| {
+                    text(s, "type").as_deref() == Some("candidate-pair")
+                        && get(s, "nominated").and_then(|v| v.as_bool()) == Some(true)
+                        && text(s, "state").as_deref() == Some("succeeded")
+                })
+                .cloned()
+        });
+    if let Some(pair) = &selected {
+        sample.rtt_ms = number(pair, "currentRoundTripTime").map(|s| s * 1000.0);
+        let candidate = |key: &str| {
+            text(pair, key)
+                .and_then(|id| by_id.get(&id).cloned())
+                .and_then(|c| text(&c, "candidateType"))
+                .and_then(|t| CandidateType::parse(&t))
+        };
+        sample.local_candidate = candidate("localCandidateId");
+        sample.remote_candidate = candidate("remoteCandidateId");
+    }
+    let as_u64 = |v: Option<f64>| v.map_or(0, |v| v.max(0.0) as u64);
+    for stat in by_id.values() {
+        match text(stat, "type").as_deref() {
+            Some("inbound-rtp") => {
+                sample.packets_received += as_u64(number(stat, "packetsReceived"));
+                sample.packets_lost += as_u64(number(stat, "packetsLost"));
+                sample.bytes_received += as_u64(number(stat, "bytesReceived"));
+                if text(stat, "kind").as_deref() == Some("video") {
+                    let width = number(stat, "frameWidth").map(|w| w as u32);
+                    if width > sample.frame_width {
+                        sample.frame_width = width;
+                        sample.frame_height = number(stat, "frameHeight").map(|h| h as u32);
+                        sample.frames_per_second = number(stat, "framesPerSecond");
+                    }
+                }
+            }
+            Some("outbound-rtp") => sample.bytes_sent += as_u64(number(stat, "bytesSent")),
+            Some("remote-inbound-rtp") => {
+                if let Some(lost) = number(stat, "fractionLost") {
+                    sample.remote_fraction_lost = Some(
+                        sample
+                            .remote_fraction_lost
+                            .map_or(lost, |l: f64| l.max(lost)),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+    sample
 }
