@@ -392,6 +392,9 @@ impl View {
     }
 }
 
+/// The close code the server uses when a newer connection took our seat with our token.
+pub const SEAT_TAKEN: u16 = 4001;
+
 /// Chat messages the view keeps (the server keeps the last 50 for late joiners).
 pub const CHAT_KEPT: usize = 200;
 /// Signaling messages kept while the websocket is down (beyond it, the oldest candidates go).
@@ -786,6 +789,20 @@ impl Call {
                     "signaling closed in the lobby ({} {})",
                     close.code, close.reason
                 ));
+            }
+            Phase::Joining | Phase::InCall if close.code == SEAT_TAKEN => {
+                // Our seat went to a newer connection with our token: another tab (or this one
+                // after a long freeze) is in the call now. Reconnecting would take it back.
+                self.phase = Phase::Lobby;
+                self.link = Link::Closed;
+                self.close_all_peers();
+                self.me = None;
+                self.resume = None;
+                self.outbox.clear();
+                self.problem = Some(
+                    "You are in this call from another tab or device now, so this one stepped out. Join again here to move back."
+                        .into(),
+                );
             }
             Phase::Joining | Phase::InCall => {
                 if self.me.is_none() && close.code == 1001 {

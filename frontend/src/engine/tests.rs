@@ -938,6 +938,23 @@ fn poor_quality_lowers_only_that_peers_video() {
 }
 
 #[test]
+fn a_seat_taken_by_another_tab_is_not_taken_back() {
+    let mut call = in_call(2, &[3]);
+    call.handle(Event::SignalingClosed(SocketClose {
+        code: SEAT_TAKEN,
+        reason: "seat taken over".into(),
+    }));
+    let effects = drain(&mut call);
+    assert!(timers(&effects).is_empty(), "no reconnect: {effects:?}");
+    assert!(effects
+        .iter()
+        .any(|e| matches!(e, Effect::ClosePeer { .. })));
+    let view = call.view();
+    assert_eq!(view.phase, Phase::Lobby);
+    assert!(view.problem.is_some_and(|p| p.contains("another tab")));
+}
+
+#[test]
 fn stale_timers_do_nothing() {
     let mut call = in_call(2, &[]);
     call.handle(Event::SignalingClosed(SocketClose {
