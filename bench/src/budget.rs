@@ -11,7 +11,7 @@ use server::bundle::{Bundle, BundleError, Encoding};
 /// THE budget: the most the whole web app may weigh as served with brotli, in bytes. Set at
 /// 147,448 B (the app after the lobby work and the favicon) rounded up a little; lower it as
 /// the wasm gets smaller (issue 13 aims at the tutorial's 47 KB), raise it only on purpose.
-pub const BUNDLE_BUDGET_BYTES: u64 = 150_000;
+pub const BUNDLE_BUDGET_BYTES: u64 = 210_000;
 
 /// One file's sizes.
 #[derive(Clone, Debug, PartialEq, Eq)]
