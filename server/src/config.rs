@@ -599,7 +599,6 @@ impl Config {
     }
     // --- end TLS ---
 
-    /// `builtin`: the built-in TURN server, when one was started.
     // --- Seats, resume, outbound queues and room passcodes (the hub) ------------------------
 
     /// The resume-token secret: the flag, else the data directory's `resume-secret` file
