@@ -35,7 +35,7 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
 unshare "${userns[@]}" -n -p -f --mount-proc \
-  bash -c 'ip link set lo up && exec cargo test --offline --locked --workspace --all-targets "$@"' -- "$@" 2>&1 |
+  bash -c 'ip link set lo up && exec cargo test --offline --locked --workspace --all-targets --no-fail-fast "$@"' -- "$@" 2>&1 |
   tee "$log"
 status=${PIPESTATUS[0]}
 set -e

@@ -911,11 +911,12 @@ mod tests {
         let first = config.turn_secret().unwrap();
         assert_eq!(config.turn_secret().unwrap(), first);
         assert!(data.join(TURN_SECRET_FILE).is_file());
-        // No TURN server anywhere: no secret is read or written.
-        let empty = dir.path().join("untouched");
+        // No TURN server anywhere: no TURN secret is read or written (the hub still keeps its
+        // resume secret there).
+        let empty = dir.path().join("no-turn");
         let config = parse(&["--data-dir", empty.to_str().unwrap()]);
         config.hub_config(None).unwrap();
-        assert!(!empty.exists());
+        assert!(!empty.join(TURN_SECRET_FILE).exists());
     }
 
     #[test]
