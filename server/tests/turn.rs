@@ -160,6 +160,9 @@ impl Drop for PeerNs {
 struct Noom {
     child: Child,
     http: SocketAddr,
+    /// Whether it serves HTTPS (`--tls auto` off loopback): then clients use wss and trust the
+    /// self-signed certificate it keeps in its data directory.
+    https: bool,
     /// The TURN server's TCP address (the UDP listeners share its port).
     turn: Option<SocketAddr>,
     /// Everything the server logged (RUST_LOG=debug), to check that no secret is in it.
@@ -208,6 +211,7 @@ impl Noom {
         let mut noom = Self {
             child,
             http: "0.0.0.0:0".parse().unwrap(),
+            https: false,
             turn: None,
             logs,
             dist,
@@ -216,13 +220,26 @@ impl Noom {
         let first = lines
             .recv_timeout(TIMEOUT * 2)
             .unwrap_or_else(|_| panic!("the server did not start:\n{}", noom.logs.lock().unwrap()));
-        noom.http = first
-            .strip_prefix("Noom is listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
-            .parse()
-            .unwrap();
+        let (https, at) = if let Some(at) = first.strip_prefix("Noom is listening on https://") {
+            (true, at)
+        } else if let Some(at) = first.strip_prefix("Noom is listening on http://") {
+            (false, at)
+        } else {
+            panic!("unexpected first line {first:?}")
+        };
+        noom.https = https;
+        noom.http = at.parse().unwrap();
         let wait = if expect_turn { TIMEOUT } else { QUIET };
-        if let Ok(line) = lines.recv_timeout(wait) {
+        // Over HTTPS the URLs a person can open and the certificate's fingerprints come first.
+        let turn_line = loop {
+            match lines.recv_timeout(wait) {
+                Ok(line) if line.starts_with("TURN is listening on ") => break Some(line),
+                Ok(line) if https && !line.starts_with("TURN") => continue,
+                Ok(line) => panic!("unexpected line {line:?}"),
+                Err(_) => break None,
+            }
+        };
+        if let Some(line) = turn_line {
             // "TURN is listening on udp A[, B] and tcp C (relay ports ...)"
             let tcp = line
                 .split(" and tcp ")
@@ -244,9 +261,50 @@ impl Noom {
     }
 
     async fn joined_at(&self, addr: SocketAddr, room: &str) -> (WsClient, Joined) {
-        let mut client = WsClient::connect(&format!("ws://{addr}/ws")).await;
+        let mut client = if self.https {
+            self.wss(addr).await
+        } else {
+            WsClient::connect(&format!("ws://{addr}/ws")).await
+        };
         let joined = client.join(room).await;
         (client, joined)
+    }
+
+    /// A websocket over TLS to `addr`, verifying the server's kept self-signed certificate for
+    /// that IP address (one of its SANs).
+    async fn wss(&self, addr: SocketAddr) -> WsClient {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, ServerName};
+        let cert = self.data.path().join("data").join("tls-self-signed.crt");
+        let mut roots = rustls::RootCertStore::empty();
+        for der in CertificateDer::pem_file_iter(&cert).expect("the kept certificate") {
+            roots.add(der.unwrap()).unwrap();
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let attempt = async {
+            let tcp = tokio::net::TcpStream::connect(addr)
+                .await
+                .expect("tcp connect");
+            let name = ServerName::IpAddress(addr.ip().into());
+            let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+                .connect(name, tcp)
+                .await
+                .unwrap_or_else(|e| panic!("TLS handshake with {addr}: {e}"));
+            let url = format!("wss://{addr}/ws");
+            tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Rustls(tls))
+                .await
+                .unwrap_or_else(|e| panic!("wss upgrade at {addr}: {e}"))
+        };
+        let (ws, _) = tokio::time::timeout(TIMEOUT, attempt)
+            .await
+            .expect("wss connect timed out");
+        WsClient { ws }
     }
 
     async fn metrics(&self) -> String {
@@ -695,8 +753,9 @@ async fn coturn_client_over_udp_and_tcp() {
     assert!(relayed >= 32_000.0, "{relayed}");
 }
 
-/// The server without `--turn`: off on loopback, as before; on (port 3478 of the --addr IP)
-/// when reachable from other machines, with its secret kept in the data directory.
+/// The server without `--turn` or `--tls`: plain HTTP and no TURN on loopback; reachable from
+/// other machines it serves HTTPS (self-signed) and TURN (port 3478 of the --addr IP), with the
+/// TURN secret kept in the data directory.
 #[tokio::test]
 async fn turn_auto_follows_reachability() {
     isolate();
@@ -987,10 +1046,10 @@ const RELAY_PAGE: &str = r#"<!doctype html><html><body><script>
 const transport = new URLSearchParams(location.search).get('t');
 const log = s => console.log('RESULT ' + s);
 const ws = new WebSocket(`ws://${location.host}/ws`);
-ws.onopen = () => ws.send(JSON.stringify({type: 'join', room: 'chromium-relay', version: 1}));
+ws.onopen = () => ws.send(JSON.stringify({type: 'join', room: 'chromium-relay', name: 'Relay', version: 2}));
 ws.onmessage = async (e) => {
   const m = JSON.parse(e.data);
-  if (m.type !== 'joined') return;
+  if (m.type !== 'joined') { log(`unexpected ${e.data} END`); return; }
   const iceServers = m.iceServers.filter(s => s.username).map(s => ({
     urls: s.urls.filter(u => u.endsWith('transport=' + transport)),
     username: s.username, credential: s.credential}));
