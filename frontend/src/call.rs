@@ -197,9 +197,11 @@ async fn run(
         emit: emit.clone(),
     };
     let in_call = Rc::new(Cell::new(false));
-    let _listeners = browser_listeners(&emit, &adapters.socket, &in_call);
+    // A server on this machine is reachable whatever the browser thinks of the network.
+    let local_server = signaling::server_is_local();
+    let _listeners = browser_listeners(&emit, &adapters.socket, &in_call, local_server);
     if let Some(window) = web_sys::window() {
-        call.handle(Event::Online(window.navigator().on_line()));
+        call.handle(Event::Online(local_server || window.navigator().on_line()));
     }
     let mut shown = u64::MAX;
     loop {
@@ -356,24 +358,29 @@ impl Drop for Adapters {
     }
 }
 
-/// online/offline, and `pagehide`: a page that goes away says `leave` at once (the socket's
-/// send is synchronous), so the others are not shown a ghost "reconnecting" for the grace period.
+/// online/offline (unless the server is on this machine), and `pagehide`: a page that goes away
+/// says `leave` at once (the socket's send is synchronous), so the others are not shown a ghost
+/// "reconnecting" for the grace period.
 fn browser_listeners(
     emit: &peer::Emit,
     socket: &Rc<RefCell<Option<Socket>>>,
     in_call: &Rc<Cell<bool>>,
+    local_server: bool,
 ) -> Vec<EventListener> {
     let Some(window) = web_sys::window() else {
         return Vec::new();
     };
-    let online = {
-        let emit = emit.clone();
-        EventListener::new(&window, "online", move |_| emit(Event::Online(true)))
-    };
-    let offline = {
-        let emit = emit.clone();
-        EventListener::new(&window, "offline", move |_| emit(Event::Online(false)))
-    };
+    let mut listeners = Vec::new();
+    if !local_server {
+        let emit_online = emit.clone();
+        listeners.push(EventListener::new(&window, "online", move |_| {
+            emit_online(Event::Online(true))
+        }));
+        let emit_offline = emit.clone();
+        listeners.push(EventListener::new(&window, "offline", move |_| {
+            emit_offline(Event::Online(false))
+        }));
+    }
     let pagehide = {
         let socket = socket.clone();
         let in_call = in_call.clone();
@@ -385,7 +392,8 @@ fn browser_listeners(
             }
         })
     };
-    vec![online, offline, pagehide]
+    listeners.push(pagehide);
+    listeners
 }
 
 fn seed() -> u64 {

@@ -32,6 +32,25 @@ pub fn server_url() -> Result<String, SignalingError> {
     Ok(format!("{scheme}://{host}/ws"))
 }
 
+/// Whether the server runs on this machine (the page came from a loopback host). The browser's
+/// online/offline state then says nothing about reaching it: with Wi-Fi off, or in a sandbox
+/// with only loopback, `navigator.onLine` is false and 127.0.0.1 still answers.
+pub fn server_is_local() -> bool {
+    web_sys::window()
+        .and_then(|w| w.location().hostname().ok())
+        .is_some_and(|host| is_loopback_host(&host))
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let name = host.to_ascii_lowercase();
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// One open (or opening) websocket. Dropping it closes the socket (1000) and removes the
 /// listeners, so a replaced socket can report nothing more.
 pub struct Socket {
@@ -94,5 +113,33 @@ impl Socket {
 impl Drop for Socket {
     fn drop(&mut self) {
         let _ = self.ws.close_with_code_and_reason(1000, "left");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback_host;
+
+    #[test]
+    fn loopback_hosts() {
+        for host in [
+            "localhost",
+            "LOCALHOST",
+            "app.localhost",
+            "127.0.0.1",
+            "127.8.9.1",
+            "[::1]",
+        ] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in [
+            "noom.example",
+            "192.168.1.20",
+            "[2001:db8::1]",
+            "localhost.example",
+            "",
+        ] {
+            assert!(!is_loopback_host(host), "{host}");
+        }
     }
 }

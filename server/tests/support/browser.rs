@@ -30,7 +30,20 @@ use super::netns::{self, Namespace};
 const INSTRUMENT: &str = r#"
 (() => {
   const Original = window.RTCPeerConnection;
-  window.__noom = { offers: 0, pcs: [], states: [] };
+  window.__noom = { offers: 0, pcs: [], states: [], console: [] };
+  // The page's console (and uncaught errors: a wasm panic lands there), the last 200 lines, for
+  // failure messages.
+  const keep = (level, args) => {
+    const line = level + ': ' + args.map(a => { try { return typeof a === 'string' ? a : JSON.stringify(a); } catch (e) { return String(a); } }).join(' ');
+    window.__noom.console.push(line.slice(0, 500));
+    if (window.__noom.console.length > 200) window.__noom.console.shift();
+  };
+  for (const level of ['log', 'warn', 'error']) {
+    const original = console[level].bind(console);
+    console[level] = (...args) => { keep(level, args); original(...args); };
+  }
+  window.addEventListener('error', e => keep('uncaught', [String(e.message)]));
+  window.addEventListener('unhandledrejection', e => keep('unhandled rejection', [String(e.reason)]));
   window.RTCPeerConnection = class extends Original {
     constructor(...args) {
       super(...args);
@@ -540,6 +553,7 @@ pub async fn diagnostics(page: &Page) -> String {
             return { conn: pc.connectionState, sig: pc.signalingState, ice: pc.iceConnectionState, gather: pc.iceGatheringState,
                      tx: pc.getTransceivers().map(t => [t.receiver.track.kind, t.direction, t.currentDirection, t.sender.track?.readyState ?? null]), stats: out };
         })),
+        console: (window.__noom?.console ?? []).slice(-30),
         videos: [...document.querySelectorAll('video')].map(v => ({ id: v.id || v.dataset.peer, paused: v.paused, ready: v.readyState,
             w: v.videoWidth, frames: v.getVideoPlaybackQuality().totalVideoFrames, tracks: v.srcObject ? v.srcObject.getTracks().map(t => t.kind + ':' + t.readyState + ':' + t.enabled) : null })),
     }))()"#;
@@ -698,3 +712,8 @@ pub fn sender_device(kind: &str) -> String {
 }
 
 pub const LOCAL_TRACK: &str = "document.querySelector('#myFace').srcObject?.getVideoTracks()[0]";
+
+/// The page's last console lines (log, warn, error, uncaught errors), oldest first.
+pub async fn console_lines(page: &Page) -> Vec<String> {
+    eval(page, "window.__noom.console").await
+}
