@@ -25,12 +25,19 @@ use tokio::sync::{mpsc, oneshot};
 use super::netns::{self, Namespace};
 
 /// Wraps RTCPeerConnection before the app loads, so the test can count offers, look at the
-/// connections' senders and see when their states changed, without the app exposing anything
+/// connections' senders and see when their states changed, and keeps what the app logs to the
+/// console (the call core's decisions: ICE restarts, say), without the app exposing anything
 /// for tests.
 const INSTRUMENT: &str = r#"
 (() => {
   const Original = window.RTCPeerConnection;
-  window.__noom = { offers: 0, pcs: [], states: [] };
+  window.__noom = { offers: 0, pcs: [], states: [], log: [] };
+  // What the app writes to the console (the call core's log goes there), with the page's clock.
+  const consoleLog = console.log.bind(console);
+  console.log = (...args) => {
+    if (window.__noom.log.length < 2000) window.__noom.log.push({ t: performance.now(), text: args.join(' ') });
+    consoleLog(...args);
+  };
   window.RTCPeerConnection = class extends Original {
     constructor(...args) {
       super(...args);
@@ -189,6 +196,10 @@ impl Chrome {
             .no_sandbox()
             .new_headless_mode()
             .user_data_dir(profile.path())
+            // chromiumoxide otherwise tells every page to ignore certificate errors (CDP
+            // Security.setIgnoreCertificateErrors): an HTTPS test would then pass with any
+            // certificate. Trust comes from the flags a test gives (an SPKI hash), as for a person.
+            .respect_https_errors()
             .window_size(window.width, window.height)
             .launch_timeout(Duration::from_secs(30))
             .args(flags)
@@ -232,6 +243,14 @@ impl Chrome {
     }
 
     pub async fn open(&self, url: &str) -> Page {
+        let page = self.blank().await;
+        page.goto(url).await.expect("load the app");
+        page
+    }
+
+    /// A new tab on `about:blank`, instrumented for whatever it loads next (phone emulation
+    /// too): for a navigation the test wants to see fail, say.
+    pub async fn blank(&self) -> Page {
         let (reply, page) = oneshot::channel();
         self.commands
             .as_ref()
@@ -256,7 +275,6 @@ impl Chrome {
         page.evaluate_on_new_document(INSTRUMENT)
             .await
             .expect("install instrumentation");
-        page.goto(url).await.expect("load the app");
         page
     }
 
@@ -433,6 +451,18 @@ pub struct StateChange {
 /// Every state change of the page's connections so far, oldest first.
 pub async fn state_changes(page: &Page) -> Vec<StateChange> {
     eval(page, "window.__noom.states").await
+}
+
+/// A line the page wrote with `console.log` (`t`: the page's `performance.now()`, in ms).
+#[derive(Clone, Debug, Deserialize)]
+pub struct LogLine {
+    pub t: f64,
+    pub text: String,
+}
+
+/// What the page has logged to the console so far (the first 2000 lines), oldest first.
+pub async fn console_log(page: &Page) -> Vec<LogLine> {
+    eval(page, "window.__noom.log").await
 }
 
 /// The page's clock (`performance.now()`, ms), to compare with [`StateChange::t`].
