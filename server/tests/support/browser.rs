@@ -25,18 +25,19 @@ use tokio::sync::{mpsc, oneshot};
 use super::netns::{self, Namespace};
 
 /// Wraps RTCPeerConnection before the app loads, so the test can count offers, look at the
-/// connections' senders and see when their states changed, without the app exposing anything
+/// connections' senders and see when their states changed, and keeps what the app logs to the
+/// console (the call core's decisions: ICE restarts, say), without the app exposing anything
 /// for tests.
 const INSTRUMENT: &str = r#"
 (() => {
   const Original = window.RTCPeerConnection;
-  window.__noom = { offers: 0, pcs: [], states: [], console: [] };
-  // The page's console (and uncaught errors: a wasm panic lands there), the last 200 lines, for
-  // failure messages.
+  window.__noom = { offers: 0, pcs: [], states: [], log: [] };
+  // The page's console (the call core's log goes there) and uncaught errors (a wasm panic lands
+  // there), with the page's clock: the last 2000 lines, for timelines and failure messages.
   const keep = (level, args) => {
-    const line = level + ': ' + args.map(a => { try { return typeof a === 'string' ? a : JSON.stringify(a); } catch (e) { return String(a); } }).join(' ');
-    window.__noom.console.push(line.slice(0, 500));
-    if (window.__noom.console.length > 200) window.__noom.console.shift();
+    const text = args.map(a => { try { return typeof a === 'string' ? a : JSON.stringify(a); } catch (e) { return String(a); } }).join(' ');
+    window.__noom.log.push({ t: performance.now(), level, text: text.slice(0, 500) });
+    if (window.__noom.log.length > 2000) window.__noom.log.shift();
   };
   for (const level of ['log', 'warn', 'error']) {
     const original = console[level].bind(console);
@@ -202,6 +203,10 @@ impl Chrome {
             .no_sandbox()
             .new_headless_mode()
             .user_data_dir(profile.path())
+            // chromiumoxide otherwise tells every page to ignore certificate errors (CDP
+            // Security.setIgnoreCertificateErrors): an HTTPS test would then pass with any
+            // certificate. Trust comes from the flags a test gives (an SPKI hash), as for a person.
+            .respect_https_errors()
             .window_size(window.width, window.height)
             .launch_timeout(Duration::from_secs(30))
             .args(flags)
@@ -245,6 +250,14 @@ impl Chrome {
     }
 
     pub async fn open(&self, url: &str) -> Page {
+        let page = self.blank().await;
+        page.goto(url).await.expect("load the app");
+        page
+    }
+
+    /// A new tab on `about:blank`, instrumented for whatever it loads next (phone emulation
+    /// too): for a navigation the test wants to see fail, say.
+    pub async fn blank(&self) -> Page {
         let (reply, page) = oneshot::channel();
         self.commands
             .as_ref()
@@ -269,7 +282,6 @@ impl Chrome {
         page.evaluate_on_new_document(INSTRUMENT)
             .await
             .expect("install instrumentation");
-        page.goto(url).await.expect("load the app");
         page
     }
 
@@ -448,6 +460,19 @@ pub async fn state_changes(page: &Page) -> Vec<StateChange> {
     eval(page, "window.__noom.states").await
 }
 
+/// A line the page wrote with `console.log` (`t`: the page's `performance.now()`, in ms).
+#[derive(Clone, Debug, Deserialize)]
+pub struct LogLine {
+    pub t: f64,
+    pub level: String,
+    pub text: String,
+}
+
+/// What the page has logged to the console (the last 2000 lines), oldest first.
+pub async fn console_log(page: &Page) -> Vec<LogLine> {
+    eval(page, "window.__noom.log").await
+}
+
 /// The page's clock (`performance.now()`, ms), to compare with [`StateChange::t`].
 pub async fn page_now(page: &Page) -> f64 {
     eval(page, "performance.now()").await
@@ -553,7 +578,7 @@ pub async fn diagnostics(page: &Page) -> String {
             return { conn: pc.connectionState, sig: pc.signalingState, ice: pc.iceConnectionState, gather: pc.iceGatheringState,
                      tx: pc.getTransceivers().map(t => [t.receiver.track.kind, t.direction, t.currentDirection, t.sender.track?.readyState ?? null]), stats: out };
         })),
-        console: (window.__noom?.console ?? []).slice(-30),
+        console: (window.__noom?.log ?? []).slice(-30).map(l => l.level + ': ' + l.text),
         videos: [...document.querySelectorAll('video')].map(v => ({ id: v.id || v.dataset.peer, paused: v.paused, ready: v.readyState,
             w: v.videoWidth, frames: v.getVideoPlaybackQuality().totalVideoFrames, tracks: v.srcObject ? v.srcObject.getTracks().map(t => t.kind + ':' + t.readyState + ':' + t.enabled) : null })),
     }))()"#;
@@ -715,5 +740,5 @@ pub const LOCAL_TRACK: &str = "document.querySelector('#myFace').srcObject?.getV
 
 /// The page's last console lines (log, warn, error, uncaught errors), oldest first.
 pub async fn console_lines(page: &Page) -> Vec<String> {
-    eval(page, "window.__noom.console").await
+    eval(page, "window.__noom.log.map(l => l.level + ': ' + l.text)").await
 }

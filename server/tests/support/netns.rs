@@ -503,6 +503,22 @@ impl Topology {
     pub fn set_forwarding(&self, on: bool) {
         self.s.set_forwarding(on);
     }
+
+    /// Adds a direct link between A and B, beside their links to S: A `a-b` 198.18.3.1/24,
+    /// B `b-a` 198.18.3.2/24 (as in [`TwoHosts`]). With forwarding off in S, it is the only
+    /// path between A and B (for media), while both still reach S (for signaling):
+    ///
+    /// ```text
+    ///   A ── S ── B      signaling: 198.18.1.2 / 198.18.2.2 → 198.18.0.1
+    ///   └─ a-b ─ b-a ┘   media:     198.18.3.1 ↔ 198.18.3.2
+    /// ```
+    pub fn add_direct_link(&self) {
+        veth(&self.a, dev::A_TO_B, &self.b, dev::B_TO_A);
+        self.a
+            .add_addr(dev::A_TO_B, &format!("{}/24", addr::PAIR_A));
+        self.b
+            .add_addr(dev::B_TO_A, &format!("{}/24", addr::PAIR_B));
+    }
 }
 
 impl Default for Topology {

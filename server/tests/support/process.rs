@@ -153,6 +153,19 @@ impl ServerProcess {
         self.lines.recv_timeout(timeout).ok()
     }
 
+    /// Reads the server's stdout lines (waiting at most `timeout` for each) until one starts
+    /// with `prefix`, and returns the rest of that line, trimmed; None if no such line came
+    /// (the lines read on the way are gone). For the banner: `Certificate public key SHA-256
+    /// (SPKI, base64): `, say.
+    pub fn line_after(&self, prefix: &str, timeout: Duration) -> Option<String> {
+        while let Some(line) = self.next_line(timeout) {
+            if let Some(value) = line.strip_prefix(prefix) {
+                return Some(value.trim().to_string());
+            }
+        }
+        None
+    }
+
     pub fn pid(&self) -> u32 {
         self.process.pid()
     }
