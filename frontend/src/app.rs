@@ -8,7 +8,7 @@ use shared::{ChatEntry, ChatText, DisplayName, ErrorCode, LockState, Passcode, P
 
 use crate::call::{use_call, UseCall};
 use crate::engine::quality::QualityView;
-use crate::engine::{PeerView, Phase, StreamKey, TileState};
+use crate::engine::{PeerProblem, PeerView, Phase, StreamKey, TileState};
 use crate::media::{self, Device, PlayError, Pref, Preferences};
 use crate::route::{use_route, Route, UseRoute};
 use crate::sentences::{self, Piece};
@@ -573,7 +573,7 @@ fn RemoteTile(call: UseCall, id: PeerId, key: Option<StreamKey>) -> impl IntoVie
             }.to_string())
             data-quality=move || peer.with(|p| p.as_ref().and_then(|p| p.quality.as_ref()).map(|q| q.quality.as_str()))
             data-route=move || peer.with(|p| p.as_ref().and_then(|p| p.route).map(|r| r.as_str()))
-            data-problem=move || peer.with(|p| p.as_ref().and_then(|p| p.problem).map(|p| format!("{p:?}").to_lowercase()))>
+            data-problem=move || peer.with(|p| p.as_ref().and_then(|p| p.problem).map(PeerProblem::as_str))>
             <video data-peer=id.to_string() data-source="camera" autoplay playsinline node_ref=video></video>
             <div class="placeholder" aria-hidden="true">"Camera off"</div>
             <span class="label">

@@ -248,47 +248,6 @@ async fn call_across_namespaces_goes_direct_when_s_forwards() {
         assert_eq!(pair.state, "succeeded", "{who}");
     }
 
-    // A's link goes down and stays down: how long until each side's ICE notices? (The app does
-    // not restart ICE yet, so the call ends here.)
-    let (before_a, before_b) = (page_now(&page_a).await, page_now(&page_b).await);
-    t.a.link_down(dev::A_TO_S);
-    let down = Instant::now();
-    let (at_a, at_b) = (page_now(&page_a).await, page_now(&page_b).await);
-    // The link went down between `before` and `at` on each page's clock: take the middle.
-    let (down_a, down_b) = ((before_a + at_a) / 2.0, (before_b + at_b) / 2.0);
-    // Chromium reports `failed` as the connection's state; its ICE state stays `disconnected`
-    // (see the timeline printed below).
-    let timeout = Duration::from_secs(90);
-    for page in [&page_a, &page_b] {
-        wait_for_connection_state(page, 0, "failed", timeout).await;
-    }
-    println!(
-        "both connections failed {:.1} s after the link went down",
-        down.elapsed().as_secs_f64()
-    );
-    for (page, who, down_at) in [(&page_a, "A", down_a), (&page_b, "B", down_b)] {
-        let timeline: Vec<String> = state_changes(page)
-            .await
-            .iter()
-            .filter(|c| c.pc == 0 && c.t >= down_at)
-            .map(|c| {
-                format!(
-                    "+{:.1} s ice={} conn={}",
-                    (c.t - down_at) / 1000.0,
-                    c.ice,
-                    c.conn
-                )
-            })
-            .collect();
-        println!("{who} after A's link went down: {}", timeline.join(", "));
-        let disconnected = state_changes(page)
-            .await
-            .iter()
-            .any(|c| c.pc == 0 && c.t >= down_at && c.ice == "disconnected");
-        assert!(disconnected, "{who}: ICE never reported disconnected");
-    }
-    t.a.link_up(dev::A_TO_S);
-
     a.close().await;
     b.close().await;
 }
@@ -317,8 +276,8 @@ async fn without_forwarding_or_turn_the_call_never_connects() {
     for (page, who) in [(&page_a, "A"), (&page_b, "B")] {
         wait_until(
             page,
-            "document.querySelector('#peers .tile')?.dataset.connection === 'failed'",
-            &format!("{who}'s tile for the other showing a failed connection"),
+            "['network-path', 'never-connected'].includes(document.querySelector('#peers .tile')?.dataset.problem)",
+            &format!("{who}'s tile for the other showing that no path was found"),
             bound,
         )
         .await;
@@ -357,12 +316,16 @@ async fn without_forwarding_or_turn_the_call_never_connects() {
         )
         .await;
         assert_eq!(frames, 0, "{who}: frames arrived without a path");
-        let alert: String = eval(
+        // The person reads why, on that tile, in words (not the browser's state names).
+        let sentence: String = eval(
             page,
-            "document.querySelector('[role=alert]')?.textContent ?? ''",
+            "document.querySelector('#peers .tile .tile-problem')?.textContent ?? ''",
         )
         .await;
-        assert!(alert.contains("failed"), "{who}: alert {alert:?}");
+        assert!(
+            sentence.contains("network") && !sentence.contains("failed"),
+            "{who}: tile sentence {sentence:?}"
+        );
     }
 
     a.close().await;

@@ -462,7 +462,7 @@ async fn self_signed_certificate_is_made_once_and_kept_across_restarts() {
 }
 
 #[tokio::test]
-async fn auto_on_loopback_is_plain_http_and_writes_nothing() {
+async fn auto_on_loopback_is_plain_http_and_keeps_no_key() {
     let data = tempfile::tempdir().unwrap();
     let data_dir = data.path().join("untouched");
     let server = Server::start(&[
@@ -488,10 +488,28 @@ async fn auto_on_loopback_is_plain_http_and_writes_nothing() {
     assert!(tls_connect(server.addr("127.0.0.1"), "localhost", &trust)
         .await
         .is_err());
-    assert!(
-        !data_dir.exists(),
-        "plain HTTP on loopback wrote {data_dir:?}"
+    // No certificate, no key: the only file is the resume-token secret (so that a restart keeps
+    // everyone's seat), owner-only.
+    let written: Vec<String> = std::fs::read_dir(&data_dir)
+        .map(|dir| {
+            dir.map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        written,
+        ["resume-secret"],
+        "plain HTTP on loopback wrote {written:?} in {data_dir:?}"
     );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(data_dir.join("resume-secret"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "resume-secret mode {mode:o}");
+    }
 }
 
 #[test]
@@ -1298,6 +1316,7 @@ async fn acme_certificate_from_pebble_is_obtained_served_and_cached() {
     let mut cached: Vec<String> = std::fs::read_dir(data.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name != "resume-secret")
         .collect();
     cached.sort();
     assert_eq!(cached.len(), 2, "{cached:?}");

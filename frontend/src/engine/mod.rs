@@ -332,6 +332,18 @@ pub enum PeerProblem {
     NeverConnected,
 }
 
+impl PeerProblem {
+    /// The tile's `data-problem` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerProblem::NetworkPath => "network-path",
+            PeerProblem::SecureHandshake => "secure-handshake",
+            PeerProblem::NothingNegotiated => "nothing-negotiated",
+            PeerProblem::NeverConnected => "never-connected",
+        }
+    }
+}
+
 /// How a remote tile looks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TileState {
