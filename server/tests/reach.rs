@@ -327,6 +327,8 @@ async fn https_call_relays_through_the_built_in_turn_and_goes_direct_when_it_can
                 let pair = assert_relayed(page, who).await;
                 println!("{who}: selected pair {}", describe(&pair));
             }
+            // What the person on the other machine then sees (the README shows it).
+            screenshot(&page_b, "lan-call-over-https").await;
         }
         page_a.close().await.expect("close A's tab");
         page_b.close().await.expect("close B's tab");
