@@ -2,11 +2,14 @@
 //! allocation. The crate relays through whatever `Conn` the generator returns; ours
 //!
 //! - binds a UDP port in `--turn-relay-ports` and advertises the address clients can reach
-//!   (`--turn-public-ip`, else the address the client reached us at);
+//!   (`--turn-public-ip`, else the address the client reached us at). Without a public IP the
+//!   socket binds that very address, so its datagrams leave from the address it advertises even
+//!   on a multi-homed host (bound to the unspecified address, the kernel would pick the source
+//!   by route and peers would see an unknown, "peer-reflexive" address instead of the relay);
 //! - applies the [`PeerPolicy`] to every datagram it sends, so the relay never reaches a denied
 //!   address whatever the crate or a client does;
 //! - delivers datagrams for another allocation's relay address on this server straight to that
-//!   socket over loopback, and presents them to the receiver as coming from the sender's
+//!   socket (over loopback when the sockets bind the unspecified address), and presents them to the receiver as coming from the sender's
 //!   advertised relay address, so two browsers that both relay through this server reach each
 //!   other even behind a NAT without hairpinning;
 //! - counts bytes relayed, and holds the allocation's place in the per-user and per-IP limits
@@ -50,14 +53,17 @@ pub struct Limits {
     pub per_ip: u32,
 }
 
-/// A relay socket's key: its family (IPv4?) and port. Relay sockets bind the unspecified
-/// address, so the port alone tells them apart within a family.
+/// A relay socket's key: its family (IPv4?) and port. Ports are unique within a family (a relay
+/// never takes a port another relay holds, whichever address either binds), so the port alone
+/// tells them apart.
 type Key = (bool, u16);
 
 struct LiveRelay {
     /// Tells this relay from a later one on the same port (see [`Registration`]).
     id: u64,
     advertised: SocketAddr,
+    /// The socket's own address (the unspecified IP when it advertises a public one).
+    bound: SocketAddr,
     client: Client,
     closed: CancellationToken,
 }
@@ -130,20 +136,29 @@ impl Relays {
         }
     }
 
-    fn register(self: &Arc<Self>, key: Key, mut relay: LiveRelay) -> Registration {
+    /// Registers a new relay; None if another relay holds the port already (sockets bound to
+    /// two different addresses of ours may share a port: the newer one must pick another).
+    fn register(self: &Arc<Self>, key: Key, mut relay: LiveRelay) -> Option<Registration> {
         let id = {
             let mut state = self.lock();
+            if state.live.contains_key(&key) {
+                return None;
+            }
             state.next_id += 1;
             relay.id = state.next_id;
             state.live.insert(key, relay);
             state.next_id
         };
         self.metrics.turn.allocations_open.inc();
-        Registration {
+        Some(Registration {
             relays: Arc::clone(self),
             key,
             id,
-        }
+        })
+    }
+
+    fn holds_port(&self, key: Key) -> bool {
+        self.lock().live.contains_key(&key)
     }
 
     /// Closes every relay serving `client` (its TCP connection is gone). The `turn` crate then
@@ -174,14 +189,16 @@ impl Relays {
 impl LiveRelays for Relays {
     fn sibling(&self, addr: SocketAddr) -> Option<SocketAddr> {
         let v4 = addr.is_ipv4();
-        self.lock().live.contains_key(&(v4, addr.port())).then(|| {
-            let loopback: IpAddr = if v4 {
-                Ipv4Addr::LOCALHOST.into()
-            } else {
-                Ipv6Addr::LOCALHOST.into()
-            };
-            SocketAddr::new(loopback, addr.port())
-        })
+        let bound = self.lock().live.get(&(v4, addr.port())).map(|r| r.bound)?;
+        if !bound.ip().is_unspecified() {
+            return Some(bound);
+        }
+        let loopback: IpAddr = if v4 {
+            Ipv4Addr::LOCALHOST.into()
+        } else {
+            Ipv6Addr::LOCALHOST.into()
+        };
+        Some(SocketAddr::new(loopback, addr.port()))
     }
 }
 
@@ -267,12 +284,24 @@ impl Generator {
             .find(|ip| fits(ip) && !ip.is_loopback() && !is_link_local(*ip))
     }
 
-    fn bind(&self, ipv4: bool, requested_port: u16) -> std::io::Result<UdpSocket> {
-        let any: IpAddr = if ipv4 {
-            Ipv4Addr::UNSPECIFIED.into()
+    /// The address a relay advertised as `advertised` binds: that address itself unless it is
+    /// the public one (`--turn-public-ip`, not ours to bind).
+    fn bind_ip(&self, advertised: IpAddr) -> IpAddr {
+        if Some(advertised) == self.public_ip {
+            if advertised.is_ipv4() {
+                Ipv4Addr::UNSPECIFIED.into()
+            } else {
+                Ipv6Addr::UNSPECIFIED.into()
+            }
         } else {
-            Ipv6Addr::UNSPECIFIED.into()
-        };
+            advertised
+        }
+    }
+
+    /// A socket on `ip`, on `requested_port` or a free random port of the range that no live
+    /// relay holds.
+    fn bind(&self, ip: IpAddr, requested_port: u16) -> std::io::Result<UdpSocket> {
+        let in_use = || std::io::Error::new(std::io::ErrorKind::AddrInUse, "no free relay port");
         if requested_port != 0 {
             if !self.ports.contains(requested_port) {
                 return Err(std::io::Error::new(
@@ -280,11 +309,18 @@ impl Generator {
                     "requested port outside the relay range",
                 ));
             }
-            return bind_udp(SocketAddr::new(any, requested_port));
+            if self.relays.holds_port((ip.is_ipv4(), requested_port)) {
+                return Err(in_use());
+            }
+            return bind_udp(SocketAddr::new(ip, requested_port));
         }
-        let mut last = std::io::Error::new(std::io::ErrorKind::AddrInUse, "no free relay port");
+        let mut last = in_use();
         for _ in 0..PORT_ATTEMPTS {
-            match bind_udp(SocketAddr::new(any, self.ports.random())) {
+            let port = self.ports.random();
+            if self.relays.holds_port((ip.is_ipv4(), port)) {
+                continue;
+            }
+            match bind_udp(SocketAddr::new(ip, port)) {
                 Ok(socket) => return Ok(socket),
                 Err(err) => last = err,
             }
@@ -342,22 +378,32 @@ impl RelayAddressGenerator for Generator {
         let ip = self
             .advertised_ip(pending.local_ip, use_ipv4)
             .ok_or_else(|| turn_error("no address of the requested family to relay on"))?;
-        let socket = self.bind(use_ipv4, requested_port).map_err(|err| {
-            tracing::warn!(%err, "cannot open a TURN relay port");
-            turn::Error::Other(format!("cannot open a relay port: {err}"))
-        })?;
-        let local = socket.local_addr()?;
-        let advertised = SocketAddr::new(ip, local.port());
-        let closed = CancellationToken::new();
-        let registration = self.relays.register(
-            (use_ipv4, local.port()),
-            LiveRelay {
+        let bind_ip = self.bind_ip(ip);
+        // Another listener's allocation may take the same port on another address between our
+        // bind and our registration: then try again.
+        let mut attempt = 0;
+        let (socket, local, advertised, closed, registration) = loop {
+            attempt += 1;
+            let socket = self.bind(bind_ip, requested_port).map_err(|err| {
+                tracing::warn!(%err, "cannot open a TURN relay port");
+                turn::Error::Other(format!("cannot open a relay port: {err}"))
+            })?;
+            let local = socket.local_addr()?;
+            let advertised = SocketAddr::new(ip, local.port());
+            let closed = CancellationToken::new();
+            let relay = LiveRelay {
                 id: 0,
                 advertised,
+                bound: local,
                 client: pending.client,
                 closed: closed.clone(),
-            },
-        );
+            };
+            match self.relays.register((use_ipv4, local.port()), relay) {
+                Some(registration) => break (socket, local, advertised, closed, registration),
+                None if requested_port == 0 && attempt < PORT_ATTEMPTS => continue,
+                None => return Err(turn_error("cannot open a relay port: the port is taken")),
+            }
+        };
         tracing::debug!(client = %pending.client.addr, relay = %advertised, "relay opened");
         let conn = RelayConn {
             socket,
