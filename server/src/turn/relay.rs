@@ -285,9 +285,11 @@ impl Generator {
     }
 
     /// The address a relay advertised as `advertised` binds: that address itself unless it is
-    /// the public one (`--turn-public-ip`, not ours to bind).
+    /// the public one (`--turn-public-ip`, not ours to bind) or loopback (a socket bound there
+    /// could not send to any other host; a loopback-advertised relay serves tests and a client
+    /// on this machine, and the kernel picks the source address for its peers).
     fn bind_ip(&self, advertised: IpAddr) -> IpAddr {
-        if Some(advertised) == self.public_ip {
+        if Some(advertised) == self.public_ip || advertised.is_loopback() {
             if advertised.is_ipv4() {
                 Ipv4Addr::UNSPECIFIED.into()
             } else {
