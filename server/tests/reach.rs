@@ -497,7 +497,7 @@ async fn timeline(page: &Page, since: f64, zero: f64) -> String {
             .await
             .into_iter()
             .filter(|l| l.t >= since)
-            .map(|l| (l.t, format!("log: {}", l.text))),
+            .map(|l| (l.t, format!("{}: {}", l.level, l.text))),
     );
     events.sort_by(|x, y| x.0.total_cmp(&y.0));
     events

@@ -77,6 +77,7 @@ pub struct TestServer {
     pub dist: PathBuf,
     /// Owns the fake dist directory (absent when the caller passed its own `--dist`).
     _dist_dir: Option<tempfile::TempDir>,
+    _data_dir: Option<tempfile::TempDir>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -106,6 +107,12 @@ impl TestServer {
         if !has("--resume-secret") && !has("--data-dir") {
             argv.extend(["--resume-secret".into(), TEST_RESUME_SECRET.into()]);
         }
+        // Whatever else the server keeps (a TURN secret, say) goes to a temporary directory,
+        // never to `noom-data/` in the checkout (the tests' working directory).
+        let data_dir = (!has("--data-dir")).then(|| tempfile::tempdir().expect("data dir"));
+        if let Some(dir) = &data_dir {
+            argv.extend(["--data-dir".into(), dir.path().display().to_string()]);
+        }
         argv.extend(args.iter().map(|a| a.to_string()));
         let config = Config::try_parse_from(&argv)
             .unwrap_or_else(|err| panic!("bad test server flags {argv:?}: {err}"));
@@ -130,6 +137,7 @@ impl TestServer {
             state,
             dist: config.dist.clone().expect("test servers always get --dist"),
             _dist_dir: dist_dir,
+            _data_dir: data_dir,
             shutdown: Some(tx),
             task: Some(task),
         }

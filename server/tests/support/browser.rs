@@ -53,6 +53,18 @@ const INSTRUMENT: &str = r#"
         t: performance.now(), pc, ice: this.iceConnectionState, conn: this.connectionState });
       this.addEventListener('iceconnectionstatechange', log);
       this.addEventListener('connectionstatechange', log);
+      // Local candidates as gathered (address and ICE generation), for timelines.
+      this.addEventListener('icecandidate', e => keep('ice', [
+        `pc${pc} local candidate ${e.candidate ? e.candidate.address + ' ufrag ' + e.candidate.usernameFragment : '(end)'}`]));
+    }
+    setRemoteDescription(d, ...rest) {
+      const ufrag = (d?.sdp ?? '').match(/a=ice-ufrag:(\S+)/)?.[1];
+      keep('ice', [`remote ${d?.type} ufrag ${ufrag}`]);
+      return super.setRemoteDescription(d, ...rest);
+    }
+    addIceCandidate(c, ...rest) {
+      if (c?.candidate) keep('ice', [`remote candidate ${c.candidate.split(' ')[4]} ufrag ${c.usernameFragment}`]);
+      return super.addIceCandidate(c, ...rest).catch(e => { keep('ice', ['addIceCandidate failed: ' + e]); throw e; });
     }
     createOffer(...args) { window.__noom.offers += 1; return super.createOffer(...args); }
   };
