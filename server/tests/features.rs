@@ -396,6 +396,41 @@ async fn screen_share_adds_a_tile_and_ends_with_the_track() {
         ("false", "Share screen")
     );
 
+    // A closes the picker without choosing. Headless Chromium shows no picker to close, so the
+    // page's getDisplayMedia answers once as Chromium does then (NotAllowedError); the app's own
+    // code does the rest: a sentence, and nothing else changes.
+    let offers_before = offers(&page_a).await;
+    eval::<serde_json::Value>(
+        &page_a,
+        "(() => { const md = navigator.mediaDevices; const real = md.getDisplayMedia.bind(md); \
+           md.getDisplayMedia = () => { md.getDisplayMedia = real; \
+             return Promise.reject(new DOMException('Permission denied by user', 'NotAllowedError')); }; \
+           return null; })()",
+    )
+    .await;
+    click(&page_a, "#share").await;
+    wait_until(
+        &page_a,
+        "document.querySelector('.status')?.textContent.includes('Screen sharing was cancelled')",
+        "A told the share was cancelled",
+        T,
+    )
+    .await;
+    let (pressed, alert): (String, String) = eval(
+        &page_a,
+        &format!("[document.querySelector('#share').getAttribute('aria-pressed'), {ALERT}]"),
+    )
+    .await;
+    assert_eq!(pressed, "false", "a cancelled share shares nothing");
+    assert_eq!(alert, "", "a cancelled share is no error");
+    assert_eq!(offers(&page_a).await, offers_before, "no renegotiation");
+    let screens: usize = eval(
+        &page_b,
+        &format!("document.querySelectorAll({SCREEN_VIDEO:?}).length"),
+    )
+    .await;
+    assert_eq!(screens, 0, "B sees no screen");
+
     // A shares (a real click: getDisplayMedia wants a user gesture). B gets a second tile, the
     // screen, from the same peer, while A's camera keeps playing.
     let clicked = Instant::now();
