@@ -43,8 +43,14 @@ pub struct Timing {
     pub reconnect_cap: Millis,
     /// ICE `disconnected` for this long → restart ICE.
     pub disconnected_restart: Millis,
-    /// Restart ICE again if the last restart has not connected after this long.
+    /// Restart ICE again if the last restart has not connected after this long, for the first
+    /// `ice_fast_retries` restarts: a restart is one offer and answer through the server, and
+    /// only a restart gathers the addresses of a network that came back (or changed), so the
+    /// call recovers within a few seconds of the network's return.
     pub ice_retry: Millis,
+    pub ice_fast_retries: u32,
+    /// Then (a long outage) this long between restarts.
+    pub ice_slow_retry: Millis,
     /// A connection that never connected in this long is reported on its tile.
     pub connect_deadline: Millis,
     /// No answer to our offer in this long → offer again.
@@ -63,7 +69,9 @@ impl Default for Timing {
             reconnect_base: 500.0,
             reconnect_cap: 30_000.0,
             disconnected_restart: 3_000.0,
-            ice_retry: 10_000.0,
+            ice_retry: 3_000.0,
+            ice_fast_retries: 40,
+            ice_slow_retry: 10_000.0,
             connect_deadline: 15_000.0,
             answer_watchdog: 10_000.0,
             await_offer: 8_000.0,
@@ -424,6 +432,8 @@ struct Remote {
     conn: ConnState,
     ever_connected: bool,
     restarting: bool,
+    /// ICE restarts since the connection last worked.
+    restarts: u32,
     /// Present in the room as far as the server last told us (false: missing after our resume).
     present: bool,
     reconnecting: bool,
@@ -1150,6 +1160,7 @@ impl Call {
             conn: ConnState::New,
             ever_connected: false,
             restarting: false,
+            restarts: 0,
             present: true,
             reconnecting: member.reconnecting,
             quality: Tracker::default(),
@@ -1200,6 +1211,7 @@ impl Call {
         remote.conn = ConnState::New;
         remote.ever_connected = false;
         remote.restarting = false;
+        remote.restarts = 0;
         remote.quality.reset();
         remote.view.stream = None;
         remote.view.screen = None;
@@ -1392,6 +1404,7 @@ impl Call {
             IceState::Connected | IceState::Completed => {
                 remote.ever_connected = true;
                 remote.restarting = false;
+                remote.restarts = 0;
                 if matches!(
                     remote.view.problem,
                     Some(PeerProblem::NetworkPath | PeerProblem::NeverConnected)
@@ -1421,11 +1434,16 @@ impl Call {
             return;
         };
         remote.restarting = true;
+        remote.restarts = remote.restarts.saturating_add(1);
         remote.quality.reset();
         refresh_tile(remote);
+        let after = if remote.restarts <= self.timing.ice_fast_retries {
+            self.timing.ice_retry
+        } else {
+            self.timing.ice_slow_retry
+        };
         self.log(format!("restarting ICE with {peer}"));
         self.peer_op(peer, PeerOp::RestartIce);
-        let after = self.timing.ice_retry;
         self.set_timer(TimerKind::IceRetry(peer), after);
     }
 

@@ -390,6 +390,46 @@ fn a_peer_leaving_mid_negotiation_is_closed_and_its_late_events_ignored() {
 }
 
 #[test]
+fn ice_restarts_repeat_quickly_then_slowly_until_connected() {
+    let timing = Timing::default();
+    let mut call = in_call(2, &[]);
+    from_server(&mut call, ServerMessage::PeerJoined { peer: member(3) });
+    peer_event(&mut call, 3, PeerEvent::Ice(IceState::Connected));
+    let mut effects = peer_event(&mut call, 3, PeerEvent::Ice(IceState::Failed));
+    let retry_after = |effects: &[Effect]| {
+        effects
+            .iter()
+            .find_map(|e| match e {
+                Effect::SetTimer { timer, after }
+                    if timer.kind == TimerKind::IceRetry(PeerId::new(3)) =>
+                {
+                    Some((*timer, *after))
+                }
+                _ => None,
+            })
+            .expect("an ICE retry timer")
+    };
+    // The network may come back any moment: restart every few seconds for a while...
+    for _ in 0..timing.ice_fast_retries {
+        assert_eq!(ops(&effects), [(PeerId::new(3), PeerOp::RestartIce)]);
+        let (timer, after) = retry_after(&effects);
+        assert_eq!(after, timing.ice_retry);
+        call.handle(Event::Timer(timer));
+        effects = drain(&mut call);
+    }
+    // ...then, in a long outage, less often.
+    assert_eq!(ops(&effects), [(PeerId::new(3), PeerOp::RestartIce)]);
+    let (timer, after) = retry_after(&effects);
+    assert_eq!(after, timing.ice_slow_retry);
+    // Connected again: no more restarts, and the next outage starts with quick ones again.
+    peer_event(&mut call, 3, PeerEvent::Ice(IceState::Connected));
+    call.handle(Event::Timer(timer));
+    assert!(ops(&drain(&mut call)).is_empty());
+    let effects = peer_event(&mut call, 3, PeerEvent::Ice(IceState::Failed));
+    assert_eq!(retry_after(&effects).1, timing.ice_retry);
+}
+
+#[test]
 fn ice_failure_restarts_ice_and_disconnection_waits_first() {
     let mut call = in_call(2, &[]);
     from_server(&mut call, ServerMessage::PeerJoined { peer: member(3) });
