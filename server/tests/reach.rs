@@ -578,7 +578,10 @@ async fn drop_link_and_recover(
             .into_iter()
             .enumerate()
         {
-            if flowing[i].is_none() && frames(page, "#peers video[data-peer]").await >= before + 3 {
+            // The app attaches a repaired connection's stream afresh, which starts the
+            // element's frame count again from 0: three new frames either way.
+            let now = frames(page, "#peers video[data-peer]").await;
+            if flowing[i].is_none() && (now >= before + 3 || (now < before && now >= 3)) {
                 flowing[i] = Some(up.elapsed());
             }
         }
