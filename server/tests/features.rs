@@ -14,7 +14,7 @@
 //! does nothing in headless mode (the promise never settles), and fake UI without the fake
 //! device gives `NotReadableError` (no screen to capture): checked by hand with Chromium 156.
 //!
-//! With `NOOM_SCREENSHOTS` set, `screen_share_adds_a_tile_and_ends_with_the_track` saves the
+//! With `NOOM_SCREENSHOT_DIR=docs` set, `screen_share_adds_a_tile_and_ends_with_the_track` saves the
 //! README's picture of a call with the chat open and a screen shared to `docs/call.png`.
 
 mod support;
@@ -28,7 +28,7 @@ use chromiumoxide::cdp::browser_protocol::page::{
 use chromiumoxide::Page;
 use futures::StreamExt;
 use support::browser::*;
-use support::process::{workspace_root, ServerProcess};
+use support::process::ServerProcess;
 use support::{require_loopback_only_network, ONE_AT_A_TIME};
 
 const IN_ROOM: &str = "document.querySelector('#call')?.dataset.phase === 'inroom'";
@@ -130,19 +130,6 @@ async fn dialog_opened(
         .ok()
         .flatten()
         .map(|d| d.message.clone())
-}
-
-/// Saves the viewport of `page` as `docs/<file>` for the README, only when NOOM_SCREENSHOTS is
-/// set.
-async fn readme_screenshot(page: &Page, file: &str) {
-    if std::env::var_os("NOOM_SCREENSHOTS").is_none() {
-        return;
-    }
-    let params = chromiumoxide::page::ScreenshotParams::builder().build();
-    let png = page.screenshot(params).await.expect("screenshot");
-    let path = workspace_root().join("docs").join(file);
-    std::fs::write(&path, png).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-    println!("saved {}", path.display());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -496,7 +483,7 @@ async fn screen_share_adds_a_tile_and_ends_with_the_track() {
         T,
     )
     .await;
-    readme_screenshot(&page_b, "call.png").await;
+    screenshot(&page_b, "call").await;
 
     // The browser's own "Stop sharing" bar ends the track: stop() it (which by itself fires no
     // event) and dispatch `ended`, as the browser does. B's screen tile goes away, and A's
