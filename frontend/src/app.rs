@@ -524,37 +524,14 @@ fn SelfTile(call: UseCall) -> impl IntoView {
 }
 
 /// Attaches the stream `key` (looked up when it changes) to `video`, reporting an autoplay
-/// refusal. Each time `repaired` turns true (the peer's connection is back after a repair), the
-/// stream is attached afresh: Chromium can leave a `<video>` frozen on its last frame after its
-/// track went without media for a while, although frames are decoded again.
-fn play_into(
-    call: UseCall,
-    video: NodeRef<html::Video>,
-    key: Option<StreamKey>,
-    repaired: Option<Memo<bool>>,
-) {
-    // Down after having been up: the next "up" is a repair.
-    let (was_up, seen_down) = (std::cell::Cell::new(false), std::cell::Cell::new(false));
+/// refusal.
+fn play_into(call: UseCall, video: NodeRef<html::Video>, key: Option<StreamKey>) {
     Effect::new(move |_| {
         let Some(el) = video.get() else {
             return;
         };
         let stream = key.and_then(|k| call.stream(k));
-        let fresh = match repaired.map(|r| r.get()) {
-            Some(false) => {
-                seen_down.set(was_up.get());
-                false
-            }
-            Some(true) => {
-                was_up.set(true);
-                seen_down.replace(false)
-            }
-            None => false,
-        };
         leptos::task::spawn_local(async move {
-            if fresh {
-                media::detach(&el);
-            }
             if let Err(PlayError::NeedsGesture) = media::attach(&el, stream.as_ref()).await {
                 let _ = call.playback_blocked.try_set(true);
             }
@@ -579,14 +556,7 @@ fn play_into(
 fn RemoteTile(call: UseCall, id: PeerId, key: Option<StreamKey>) -> impl IntoView {
     let v = call.view;
     let video = NodeRef::<html::Video>::new();
-    let connected = Memo::new(move |_| {
-        v.with(|v| {
-            v.peers
-                .iter()
-                .any(|p| p.id == id && p.tile == TileState::Connected)
-        })
-    });
-    play_into(call, video, key, Some(connected));
+    play_into(call, video, key);
     let peer = Memo::new(move |_| v.with(|v| v.peers.iter().find(|p| p.id == id).cloned()));
     let with = move |f: fn(&PeerView) -> String| {
         move || peer.with(|p| p.as_ref().map(f).unwrap_or_default())
@@ -672,7 +642,7 @@ fn QualityDetails(peer: Memo<Option<PeerView>>) -> impl IntoView {
 fn ScreenTile(call: UseCall, id: PeerId, key: StreamKey) -> impl IntoView {
     let v = call.view;
     let video = NodeRef::<html::Video>::new();
-    play_into(call, video, Some(key), None);
+    play_into(call, video, Some(key));
     let name = move || {
         v.with(|v| {
             v.peers

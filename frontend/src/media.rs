@@ -442,11 +442,6 @@ pub async fn attach(
     play(video).await
 }
 
-/// Empties a `<video>`, so that the next [`attach`] starts it afresh.
-pub fn detach(video: &web_sys::HtmlVideoElement) {
-    video.set_src_object(None);
-}
-
 async fn play(video: &web_sys::HtmlVideoElement) -> Result<(), PlayError> {
     let promise = video
         .play()
