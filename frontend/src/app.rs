@@ -423,7 +423,7 @@ fn LockControl(call: UseCall) -> impl IntoView {
         LockState::Closed => "Locked: no newcomers.",
     };
     view! {
-        <div class="lock" data-lock=move || format!("{:?}", lock()).to_lowercase()>
+        <div class="lock" data-lock=move || lock().as_str()>
             <Show when=move || lock() == LockState::Open>
                 <input id="lock-passcode" type="password" maxlength="64" autocomplete="off"
                     aria-label="Passcode for the room (leave empty to let nobody new in)"

@@ -122,6 +122,17 @@ pub enum LockState {
     Closed,
 }
 
+impl LockState {
+    /// The wire name (as serialized), also the page's `data-lock` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LockState::Open => "open",
+            LockState::Passcode => "passcode",
+            LockState::Closed => "closed",
+        }
+    }
+}
+
 /// One chat message as delivered: the sender and its name are stamped by the server, and so is
 /// the time (unix milliseconds, the server's clock).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -368,5 +379,20 @@ impl ServerMessage {
 
     pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
         serde_json::from_str(text)
+    }
+}
+
+#[cfg(test)]
+mod lock_state_tests {
+    use super::LockState;
+
+    #[test]
+    fn as_str_is_the_wire_name() {
+        for state in [LockState::Open, LockState::Passcode, LockState::Closed] {
+            assert_eq!(
+                serde_json::to_string(&state).unwrap(),
+                format!("\"{}\"", state.as_str())
+            );
+        }
     }
 }

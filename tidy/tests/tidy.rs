@@ -268,3 +268,28 @@ fn a_browser_cannot_name_the_sender() {
         );
     }
 }
+
+#[test]
+fn the_bundle_carries_no_unicode_case_tables() {
+    // `str::to_lowercase`/`to_uppercase` pull Unicode's case tables into the wasm: one such call
+    // cost 6.6 KB of the brotli bundle. ASCII case (`to_ascii_lowercase`) costs nothing.
+    let frontend: Vec<(PathBuf, String)> = sources("frontend/src")
+        .into_iter()
+        .filter(|(p, _)| !p.ends_with("engine/tests.rs"))
+        .map(|(p, text)| {
+            let code = text
+                .split("#[cfg(test)]")
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            (p, code)
+        })
+        .collect();
+    for needle in [".to_lowercase()", ".to_uppercase()"] {
+        nowhere(
+            &frontend,
+            needle,
+            "use ASCII case or a match: Unicode case tables are 6.6 KB",
+        );
+    }
+}
