@@ -434,6 +434,9 @@ struct Remote {
     restarting: bool,
     /// ICE restarts since the connection last worked.
     restarts: u32,
+    /// An offer from them arrived since our last restart tick (the polite side waits for the
+    /// impolite side's restart instead of offering at the same moment).
+    offer_seen: bool,
     /// Present in the room as far as the server last told us (false: missing after our resume).
     present: bool,
     reconnecting: bool,
@@ -1161,6 +1164,7 @@ impl Call {
             ever_connected: false,
             restarting: false,
             restarts: 0,
+            offer_seen: false,
             present: true,
             reconnecting: member.reconnecting,
             quality: Tracker::default(),
@@ -1267,6 +1271,11 @@ impl Call {
         connection: ConnectionId,
         description: SessionDescription,
     ) {
+        if description.kind == shared::SdpKind::Offer {
+            if let Some(remote) = self.remotes.get_mut(&from) {
+                remote.offer_seen = true;
+            }
+        }
         let Some(remote) = self.remotes.get(&from) else {
             return;
         };
@@ -1442,8 +1451,18 @@ impl Call {
         } else {
             self.timing.ice_slow_retry
         };
-        self.log(format!("restarting ICE with {peer}"));
-        self.peer_op(peer, PeerOp::RestartIce);
+        // Only one side restarts: both would offer at once, and the polite side's rollback of
+        // its own offer has left Chromium's remote video frozen after the repair. The impolite
+        // side restarts; the polite side waits for that offer and restarts itself only when a
+        // whole retry period brought none (the other side may be the one that cannot).
+        let polite = remote.negotiation.polite();
+        let waited = remote.restarts > 1 && !std::mem::take(&mut remote.offer_seen);
+        if polite && !waited {
+            self.log(format!("waiting for {peer} to restart ICE"));
+        } else {
+            self.log(format!("restarting ICE with {peer}"));
+            self.peer_op(peer, PeerOp::RestartIce);
+        }
         self.set_timer(TimerKind::IceRetry(peer), after);
     }
 

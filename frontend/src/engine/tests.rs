@@ -390,9 +390,43 @@ fn a_peer_leaving_mid_negotiation_is_closed_and_its_late_events_ignored() {
 }
 
 #[test]
+fn the_polite_side_waits_for_the_other_sides_ice_restart() {
+    // We are 2, they are 3: we are polite. Both see the failure at once.
+    let mut call = in_call(2, &[]);
+    from_server(&mut call, ServerMessage::PeerJoined { peer: member(3) });
+    peer_event(&mut call, 3, PeerEvent::Ice(IceState::Connected));
+    let effects = peer_event(&mut call, 3, PeerEvent::Ice(IceState::Failed));
+    assert!(ops(&effects).is_empty(), "no restart of our own at first");
+    assert_eq!(call.view().peers[0].tile, TileState::Reconnecting);
+    let retry = timer_of(&effects, TimerKind::IceRetry(PeerId::new(3)));
+    // Their restart offer arrives within the period: we answer it and still do not offer.
+    from_server(
+        &mut call,
+        ServerMessage::Description {
+            from: PeerId::new(3),
+            connection: ConnectionId::new(9),
+            description: offer("their restart"),
+        },
+    );
+    drain(&mut call);
+    call.handle(Event::Timer(retry));
+    let effects = drain(&mut call);
+    assert!(
+        !ops(&effects).contains(&(PeerId::new(3), PeerOp::RestartIce)),
+        "{effects:?}"
+    );
+    // A whole period with no offer from them (they may be the one that cannot): we restart.
+    let retry = timer_of(&effects, TimerKind::IceRetry(PeerId::new(3)));
+    call.handle(Event::Timer(retry));
+    let effects = drain(&mut call);
+    assert!(ops(&effects).contains(&(PeerId::new(3), PeerOp::RestartIce)));
+}
+
+#[test]
 fn ice_restarts_repeat_quickly_then_slowly_until_connected() {
     let timing = Timing::default();
-    let mut call = in_call(2, &[]);
+    // We are 4, they are 3: we are impolite, restarts are ours to make.
+    let mut call = in_call(4, &[]);
     from_server(&mut call, ServerMessage::PeerJoined { peer: member(3) });
     peer_event(&mut call, 3, PeerEvent::Ice(IceState::Connected));
     let mut effects = peer_event(&mut call, 3, PeerEvent::Ice(IceState::Failed));
@@ -431,7 +465,8 @@ fn ice_restarts_repeat_quickly_then_slowly_until_connected() {
 
 #[test]
 fn ice_failure_restarts_ice_and_disconnection_waits_first() {
-    let mut call = in_call(2, &[]);
+    // We are 4, they are 3: we are impolite, restarts are ours to make.
+    let mut call = in_call(4, &[]);
     from_server(&mut call, ServerMessage::PeerJoined { peer: member(3) });
     peer_event(&mut call, 3, PeerEvent::Ice(IceState::Connected));
     peer_event(&mut call, 3, PeerEvent::Connection(ConnState::Connected));
@@ -1553,11 +1588,17 @@ fn ice_restarts_on_both_sides_at_once_converge() {
         }
         world.run();
         world.assert_converged(seed);
+        // One side of each pair restarts (the impolite one, with the higher id); the polite one
+        // takes its offer instead of offering at the same moment.
         for pc in world.pcs.values() {
-            assert!(
-                pc.restarts >= 1,
-                "seed {seed}: every connection restarted ICE"
-            );
+            if pc.owner > pc.remote {
+                assert!(
+                    pc.restarts >= 1,
+                    "seed {seed}: the impolite side restarted ICE"
+                );
+            } else {
+                assert_eq!(pc.restarts, 0, "seed {seed}: the polite side waited");
+            }
         }
     }
 }
