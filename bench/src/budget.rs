@@ -9,9 +9,10 @@ use std::path::Path;
 use server::bundle::{Bundle, BundleError, Encoding};
 
 /// THE budget: the most the whole web app may weigh as served with brotli, in bytes. Set at
-/// 147,448 B (the app after the lobby work and the favicon) rounded up a little; lower it as
-/// the wasm gets smaller (issue 13 aims at the tutorial's 47 KB), raise it only on purpose.
-pub const BUNDLE_BUDGET_BYTES: u64 = 210_000;
+/// 199,574 B (the call core, chat, screen share, quality and locks, after the Unicode case
+/// tables went) rounded up a little; lower it as the wasm gets smaller (issue 13 aims at the
+/// tutorial's 47 KB), raise it only on purpose.
+pub const BUNDLE_BUDGET_BYTES: u64 = 203_000;
 
 /// One file's sizes.
 #[derive(Clone, Debug, PartialEq, Eq)]
