@@ -162,12 +162,21 @@ async fn connections(page: &Page) -> usize {
     eval(page, "window.__noom.pcs.length").await
 }
 
-/// The page's only connection's selected candidate pair (there must be exactly one connection).
+/// The page's only connection's selected candidate pair (there must be exactly one connection),
+/// once its checks have succeeded: media can already flow over a nominated pair whose stats
+/// still say `in-progress` for a moment.
 async fn the_selected_pair(page: &Page, who: &str) -> CandidatePair {
     assert_eq!(connections(page).await, 1, "{who}: one connection");
-    selected_pair(page, 0)
-        .await
-        .unwrap_or_else(|| panic!("{who}: no selected candidate pair"))
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let pair = selected_pair(page, 0)
+            .await
+            .unwrap_or_else(|| panic!("{who}: no selected candidate pair"));
+        if pair.state == "succeeded" || Instant::now() >= deadline {
+            return pair;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Waits until the remote tile's `data-route` is `route` (it follows getStats, sampled every
