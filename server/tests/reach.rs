@@ -662,13 +662,8 @@ async fn assert_recovered(page_a: &Page, page_b: &Page, a_ip: &str) {
 /// Issue 11's network drop: the media path goes down for longer than Chromium's ICE failure
 /// timeout and comes back.
 ///
-/// KNOWN FLAKY, so ignored in CI (reported as ignored, not passed; run with `--include-ignored`):
-/// ICE always recovers (connected again 1–2 s after the link is back, frames decoded), but in
-/// about one run in three one side's `<video>` stops presenting frames after the outage while
-/// its receiver keeps decoding them (the element frozen on its last frame, or blank if its
-/// stream is attached afresh). Until the app detects that stall and starts the connection over,
-/// the person can see a frozen tile; see the session note.
-#[ignore = "known flaky: a remote <video> can stay frozen after the outage although frames are decoded"]
+/// Both sides see the failure at once; only the impolite one restarts ICE (when both did, the
+/// polite side's rollback left Chromium's remote video frozen in about one run in three).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn call_recovers_after_the_link_was_down_longer_than_ice_failure() {
     let _serial = ONE_AT_A_TIME.lock().await;
@@ -695,13 +690,8 @@ async fn call_recovers_after_the_link_was_down_longer_than_ice_failure() {
 /// Issue 11's network change: the same, but A comes back on another address (a laptop moving
 /// from Wi-Fi to cable), which only an ICE restart can follow.
 ///
-/// KNOWN FLAKY, so ignored in CI (reported as ignored, not passed; run with `--include-ignored`):
-/// ICE always recovers (connected again 1–2 s after the link is back, frames decoded), but in
-/// about one run in three one side's `<video>` stops presenting frames after the outage while
-/// its receiver keeps decoding them (the element frozen on its last frame, or blank if its
-/// stream is attached afresh). Until the app detects that stall and starts the connection over,
-/// the person can see a frozen tile; see the session note.
-#[ignore = "known flaky: a remote <video> can stay frozen after the outage although frames are decoded"]
+/// Both sides see the failure at once; only the impolite one restarts ICE (when both did, the
+/// polite side's rollback left Chromium's remote video frozen in about one run in three).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn call_recovers_after_an_address_change_while_the_link_was_down() {
     let _serial = ONE_AT_A_TIME.lock().await;
