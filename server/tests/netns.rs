@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use support::browser::*;
 use support::netns::{addr, dev, Namespace, Topology, TwoHosts};
 use support::process::{Coturn, ServerProcess};
-use support::ONE_AT_A_TIME;
+use support::{Timing, ONE_AT_A_TIME};
 
 /// The server's port in S (plain HTTP until the server has TLS).
 const PORT: u16 = 8080;
@@ -32,24 +32,6 @@ const PORT: u16 = 8080;
 /// works without TLS.
 fn treat_as_secure(origin: &str) -> String {
     format!("unsafely-treat-insecure-origin-as-secure={origin}")
-}
-
-/// Prints how long a test took, when it ends (also on failure).
-struct Timing(&'static str, Instant);
-
-impl Drop for Timing {
-    fn drop(&mut self) {
-        let outcome = if std::thread::panicking() {
-            "failed"
-        } else {
-            "passed"
-        };
-        println!(
-            "timing: {} {outcome} in {:.1} s",
-            self.0,
-            self.1.elapsed().as_secs_f64()
-        );
-    }
 }
 
 fn listen(ns: &Namespace, ip: Ipv4Addr) -> TcpListener {
@@ -72,10 +54,7 @@ fn names(list: &[&str]) -> std::collections::BTreeSet<String> {
 
 #[test]
 fn topology_routes_only_through_s_and_links_flap() {
-    let _timing = Timing(
-        "topology_routes_only_through_s_and_links_flap",
-        Instant::now(),
-    );
+    let _timing = Timing::start("topology_routes_only_through_s_and_links_flap");
     let t = Topology::new();
     assert_eq!(
         t.s.interfaces(),
@@ -195,10 +174,7 @@ async fn launch_in(ns: &Namespace, origin: &str) -> Chrome {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn call_across_namespaces_goes_direct_when_s_forwards() {
     let _serial = ONE_AT_A_TIME.lock().await;
-    let _timing = Timing(
-        "call_across_namespaces_goes_direct_when_s_forwards",
-        Instant::now(),
-    );
+    let _timing = Timing::start("call_across_namespaces_goes_direct_when_s_forwards");
     let t = Topology::new();
     t.set_forwarding(true);
     let server = ServerProcess::start_in(
@@ -255,10 +231,7 @@ async fn call_across_namespaces_goes_direct_when_s_forwards() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_forwarding_or_turn_the_call_never_connects() {
     let _serial = ONE_AT_A_TIME.lock().await;
-    let _timing = Timing(
-        "without_forwarding_or_turn_the_call_never_connects",
-        Instant::now(),
-    );
+    let _timing = Timing::start("without_forwarding_or_turn_the_call_never_connects");
     let t = Topology::new();
     assert!(!t.s.forwarding());
     let server = ServerProcess::start_in(
@@ -335,10 +308,7 @@ async fn without_forwarding_or_turn_the_call_never_connects() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coturn_in_s_relays_between_a_and_b_and_checks_credentials() {
     let _serial = ONE_AT_A_TIME.lock().await;
-    let _timing = Timing(
-        "coturn_in_s_relays_between_a_and_b_and_checks_credentials",
-        Instant::now(),
-    );
+    let _timing = Timing::start("coturn_in_s_relays_between_a_and_b_and_checks_credentials");
     let t = Topology::new();
     let secret = "test-secret-for-coturn";
     let turn = Coturn::start_in(&t.s, addr::SERVICE, secret, "noom.test");

@@ -24,7 +24,7 @@ use chromiumoxide::Page;
 use support::browser::*;
 use support::netns::{addr, dev, Namespace, Topology};
 use support::process::{Coturn, ServerProcess, COTURN_PORT};
-use support::ONE_AT_A_TIME;
+use support::{Timing, ONE_AT_A_TIME};
 
 /// The server's HTTPS port in S.
 const HTTPS_PORT: u16 = 8443;
@@ -34,30 +34,6 @@ const HTTP_PORT: u16 = 8080;
 const RUNS: usize = 3;
 /// The tile of the (one) remote participant.
 const TILE: &str = "document.querySelector('#peers video[data-peer]')?.closest('.tile')";
-
-/// Prints how long a test took, when it ends (also on failure).
-struct Timing(&'static str, Instant);
-
-impl Timing {
-    fn start(name: &'static str) -> Self {
-        Timing(name, Instant::now())
-    }
-}
-
-impl Drop for Timing {
-    fn drop(&mut self) {
-        let outcome = if std::thread::panicking() {
-            "failed"
-        } else {
-            "passed"
-        };
-        println!(
-            "timing: {} {outcome} in {:.1} s",
-            self.0,
-            self.1.elapsed().as_secs_f64()
-        );
-    }
-}
 
 /// The server in S on 198.18.0.1:8443 with the default `--tls auto`, which for this address
 /// means HTTPS with the self-signed certificate, plus `extra`. Returns it with the SPKI hash

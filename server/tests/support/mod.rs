@@ -15,6 +15,30 @@ pub mod browser;
 pub mod netns;
 pub mod process;
 
+/// Prints how long a test took when it ends (also on failure): `let _t = Timing::start("name");`.
+pub struct Timing(&'static str, std::time::Instant);
+
+impl Timing {
+    pub fn start(name: &'static str) -> Self {
+        Timing(name, std::time::Instant::now())
+    }
+}
+
+impl Drop for Timing {
+    fn drop(&mut self) {
+        let outcome = if std::thread::panicking() {
+            "failed"
+        } else {
+            "passed"
+        };
+        println!(
+            "timing: {} {outcome} in {:.1} s",
+            self.0,
+            self.1.elapsed().as_secs_f64()
+        );
+    }
+}
+
 /// Tests that start browsers run one at a time within a test binary: each starts two or three
 /// Chromium processes, and several tests at once on a 2-core machine starve WebRTC of CPU
 /// (missed deadlines, stalled ICE). Cargo runs test binaries one after another, so a
