@@ -58,8 +58,9 @@ impl Error {
     about = "Noom beside the tutorial app (cold-load bytes, time to interactive, call setup), and Noom's bundle size budget."
 )]
 enum Cli {
-    /// Packs the built web app as the server does and fails if it weighs more than the budget
-    /// (bench/src/budget.rs), counting bytes after brotli. Prints every file.
+    /// Packs the built web app as the server does and fails if a page (the first page at `/`,
+    /// the whole app at a room) weighs more than its budget (bench/src/budget.rs), counting
+    /// bytes after brotli. Prints every file.
     Budget {
         /// The built web app (`trunk build --release` writes `dist`).
         #[arg(long, default_value = "dist")]
@@ -114,13 +115,14 @@ fn main() -> ExitCode {
 }
 
 fn budget_command(dist: &std::path::Path) -> ExitCode {
-    let rows = match budget::measure(dist) {
-        Ok(rows) => rows,
+    let bundle = match budget::pack(dist) {
+        Ok(bundle) => bundle,
         Err(err) => {
             eprintln!("bench budget: {err}");
             return ExitCode::from(2);
         }
     };
+    let rows = budget::rows(&bundle);
     println!(
         "Web app bundle {} as served (brotli quality {}, gzip level {}):",
         dist.display(),
@@ -128,20 +130,35 @@ fn budget_command(dist: &std::path::Path) -> ExitCode {
         server::bundle::pack::GZIP_LEVEL
     );
     print!("{}", budget::table(&rows));
-    match budget::check(&rows, budget::BUNDLE_BUDGET_BYTES) {
-        Ok(total) => {
-            println!(
-                "within the budget: {} of {} ({} left)",
+    let mut failed = false;
+    for spec in budget::PAGES {
+        let weight = match budget::weigh(&bundle, &rows, spec) {
+            Ok(weight) => weight,
+            Err(err) => {
+                eprintln!("bench budget: {err}");
+                failed = true;
+                continue;
+            }
+        };
+        let files: Vec<&str> = weight.files.iter().map(|r| r.path.as_str()).collect();
+        println!("{} ({}):", spec.label, files.join(" + "));
+        match budget::check(&weight) {
+            Ok(total) => println!(
+                "  within its budget: {} of {} ({} left)",
                 bytes(total),
-                bytes(budget::BUNDLE_BUDGET_BYTES),
-                bytes(budget::BUNDLE_BUDGET_BYTES - total)
-            );
-            ExitCode::SUCCESS
+                bytes(spec.budget),
+                bytes(spec.budget - total)
+            ),
+            Err(err) => {
+                eprintln!("bench budget: {err}");
+                failed = true;
+            }
         }
-        Err(over) => {
-            eprintln!("bench budget: {over}");
-            ExitCode::FAILURE
-        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

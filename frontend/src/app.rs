@@ -12,6 +12,7 @@ use crate::engine::{PeerProblem, PeerView, Phase, StreamKey, TileState};
 use crate::media::{self, Device, PlayError, Pref, Preferences};
 use crate::route::{use_route, Route, UseRoute};
 use crate::sentences::{self, Piece};
+use crate::welcome::{Header, Welcome};
 
 #[component]
 pub fn App() -> impl IntoView {
@@ -19,42 +20,19 @@ pub fn App() -> impl IntoView {
     // A memo, so that navigating to the page we are on does not restart the call.
     let route = Memo::new(move |_| nav.route.get());
     view! {
-        <header class="top">
-            <a href="/" class="brand">"Noom"</a>
-        </header>
+        <Header />
         <main>
             {move || match route.get() {
-                Route::Welcome => view! { <Welcome nav=nav /> }.into_any(),
+                Route::Welcome => view! {
+                    <Welcome on_room=move |room: RoomName| {
+                        nav.navigate(Route::Room(room.to_string()));
+                        Ok(())
+                    } />
+                }
+                .into_any(),
                 Route::Room(name) => view! { <Room nav=nav name=name /> }.into_any(),
             }}
         </main>
-    }
-}
-
-#[component]
-fn Welcome(nav: UseRoute) -> impl IntoView {
-    let (error, set_error) = signal(None::<String>);
-    let input = NodeRef::<html::Input>::new();
-    let on_submit = move |ev: SubmitEvent| {
-        ev.prevent_default();
-        let value = input.get().map(|i| i.value()).unwrap_or_default();
-        match RoomName::new(value.trim()) {
-            Ok(room) => nav.navigate(Route::Room(room.to_string())),
-            Err(err) => set_error.set(Some(format!("Please choose another room name: {err}."))),
-        }
-    };
-    view! {
-        <section id="welcome">
-            <h1>"Video calls, peer to peer"</h1>
-            <p>"Pick a room name and share the link: whoever opens it joins you."</p>
-            <form on:submit=on_submit>
-                <label for="room-name">"Room name"</label>
-                <input id="room-name" type="text" name="room" placeholder="room name" required
-                    maxlength="64" autocomplete="off" node_ref=input />
-                <button type="submit">"Enter room"</button>
-            </form>
-            <p role="alert" class="alert">{move || error.get()}</p>
-        </section>
     }
 }
 

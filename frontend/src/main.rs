@@ -1,26 +1,5 @@
-//! Noom's browser app. Module map (see ARCHITECTURE.md):
-//! - `engine`: the call core, sans I/O: events in, effects out, the view model. Tested natively.
-//! - `call`: the loop that runs the core against the adapters (`use_call`).
-//! - `signaling`: the websocket to the server.
-//! - `peer`: the only module that touches `RTCPeerConnection` (one task per connection).
-//! - `media`: the only module that touches `navigator.mediaDevices`.
-//! - `local`: our own camera, microphone and screen, as the person and the devices change them.
-//! - `app`: the views; signals in, actions out, no browser handles.
-//! - `sentences`: what the person reads, for every state.
-//! - `route`: `/` and `/r/<room>`, kept in the address bar.
-
-mod app;
-mod call;
-mod engine;
-mod local;
-mod media;
-mod peer;
-mod route;
-mod sentences;
-mod signaling;
+//! The whole app (served for `/r/<room>`, and for `/` by `trunk serve`).
 
 fn main() {
-    // A panic would otherwise be an empty page with nothing in the console.
-    console_error_panic_hook::set_once();
-    leptos::mount::mount_to_body(app::App);
+    frontend::start_app();
 }

@@ -39,6 +39,25 @@ impl Route {
     }
 }
 
+/// Why the browser would not go to a page.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error("this page has no window")]
+    NoWindow,
+    #[error("the browser refused to open {0}")]
+    Refused(String),
+}
+
+/// Loads `to` as a new page (the whole app, when leaving the first page for a room).
+pub fn load(to: &Route) -> Result<(), RouteError> {
+    let window = web_sys::window().ok_or(RouteError::NoWindow)?;
+    let path = to.path();
+    match window.location().assign(&path) {
+        Ok(()) => Ok(()),
+        Err(_) => Err(RouteError::Refused(path)),
+    }
+}
+
 /// The current route as a signal, and a way to go somewhere else (adds a history entry).
 #[derive(Clone, Copy)]
 pub struct UseRoute {

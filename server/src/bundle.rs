@@ -5,8 +5,9 @@
 //! (level 9) forms made ahead of time ([`pack`]). A request gets the best form its
 //! `Accept-Encoding` allows (`Vary: Accept-Encoding`), a strong `ETag` per form (a matching
 //! `If-None-Match` gets 304), and `Cache-Control: public, max-age=31536000, immutable` for
-//! Trunk's hashed file names or `no-cache` for the rest (`index.html` above all, which is also
-//! what `/` and the `/r/<room>` deep links serve). Any other path is a real 404.
+//! Trunk's hashed file names or `no-cache` for the rest (the pages above all: `/r/<room>` deep
+//! links serve the whole app's `index.html`; `/` serves the first page, `welcome.html` — the
+//! welcome form alone — when the bundle has one, else `index.html`). Any other path is a real 404.
 //!
 //! [`StaticFiles`] says where the app comes from: this in-memory [`Bundle`], a directory on disk
 //! (`--dist`, served by tower-http as before), or nowhere (then `/` is a 503 page that says how
@@ -324,15 +325,20 @@ const HOW_TO_BUILD: &str = "build it with `trunk build --release`, then the serv
     the server with --dist pointing to a built web app.";
 
 /// Files from a directory, as the server always served `--dist`: ServeDir, `/r/<room>` deep
-/// links to index.html, `no-cache`, and compression per request.
+/// links to index.html, `/` to welcome.html if the directory has one when the server starts,
+/// `no-cache`, and compression per request.
 fn disk_router(dir: &Path) -> Router {
     use tower_http::compression::CompressionLayer;
     use tower_http::services::{ServeDir, ServeFile};
     use tower_http::set_header::SetResponseHeaderLayer;
 
-    let index = dir.join("index.html");
+    let index = dir.join(APP_PAGE);
+    let first = Some(dir.join(FIRST_PAGE))
+        .filter(|page| page.is_file())
+        .unwrap_or_else(|| index.clone());
     // Unknown paths get a real 404 rather than index.html, so a missing asset is visible.
     Router::new()
+        .route_service("/", ServeFile::new(first))
         .route_service("/r/{*room}", ServeFile::new(&index))
         .fallback_service(ServeDir::new(dir))
         .layer(SetResponseHeaderLayer::if_not_present(
@@ -342,18 +348,46 @@ fn disk_router(dir: &Path) -> Router {
         .layer(CompressionLayer::new())
 }
 
-/// The file a request path names: `/` and `/r/<room>` are the app's page.
-fn lookup_path(path: &str) -> Option<&str> {
+/// The whole app's page: what `/r/<room>` serves (and `/`, when there is no first page).
+pub const APP_PAGE: &str = "index.html";
+/// The first page, the welcome form alone (`frontend/src/bin/welcome.rs`), when the bundle has
+/// it (release builds): what `/` serves, so a first visit does not load the whole app.
+pub const FIRST_PAGE: &str = "welcome.html";
+
+/// What a request path names.
+#[derive(Debug, PartialEq, Eq)]
+enum Lookup<'a> {
+    /// `/`: the first page, or the app's page without one.
+    FirstPage,
+    /// `/r/<room>`: the app's page.
+    AppPage,
+    /// Any other path: that file, or a 404.
+    File(&'a str),
+}
+
+impl Lookup<'_> {
+    /// One of the pages, by its address or by its file name.
+    fn is_page(&self) -> bool {
+        match self {
+            Lookup::FirstPage | Lookup::AppPage => true,
+            Lookup::File(path) => *path == APP_PAGE || *path == FIRST_PAGE,
+        }
+    }
+}
+
+fn lookup_path(path: &str) -> Option<Lookup<'_>> {
     if path == "/" {
-        return Some("index.html");
+        return Some(Lookup::FirstPage);
     }
     if path
         .strip_prefix("/r/")
         .is_some_and(|room| !room.is_empty())
     {
-        return Some("index.html");
+        return Some(Lookup::AppPage);
     }
-    path.strip_prefix('/').filter(|p| !p.is_empty())
+    path.strip_prefix('/')
+        .filter(|p| !p.is_empty())
+        .map(Lookup::File)
 }
 
 fn method_not_allowed() -> Response {
@@ -377,7 +411,13 @@ async fn serve_bundle(
     if method != Method::GET && method != Method::HEAD {
         return method_not_allowed();
     }
-    match lookup_path(uri.path()).and_then(|path| bundle.get(path)) {
+    let asset = match lookup_path(uri.path()) {
+        Some(Lookup::FirstPage) => bundle.get(FIRST_PAGE).or_else(|| bundle.get(APP_PAGE)),
+        Some(Lookup::AppPage) => bundle.get(APP_PAGE),
+        Some(Lookup::File(path)) => bundle.get(path),
+        None => None,
+    };
+    match asset {
         Some(asset) => respond(asset, &method, &headers),
         None => not_found(),
     }
@@ -502,7 +542,7 @@ async fn serve_missing(method: Method, uri: Uri) -> Response {
     if method != Method::GET && method != Method::HEAD {
         return method_not_allowed();
     }
-    if !matches!(lookup_path(uri.path()), Some("index.html")) {
+    if !lookup_path(uri.path()).is_some_and(|l| l.is_page()) {
         return not_found();
     }
     let page = format!(
@@ -602,13 +642,25 @@ mod tests {
 
     #[test]
     fn paths_map_to_files() {
-        assert_eq!(lookup_path("/"), Some("index.html"));
-        assert_eq!(lookup_path("/r/standup"), Some("index.html"));
-        assert_eq!(lookup_path("/r/a/b"), Some("index.html"));
-        assert_eq!(lookup_path("/r/"), Some("r/"), "not the page: a 404");
-        assert_eq!(lookup_path("/r"), Some("r"));
-        assert_eq!(lookup_path("/app.js"), Some("app.js"));
-        assert_eq!(lookup_path("/snippets/x/a.js"), Some("snippets/x/a.js"));
+        assert_eq!(lookup_path("/"), Some(Lookup::FirstPage));
+        assert_eq!(lookup_path("/r/standup"), Some(Lookup::AppPage));
+        assert_eq!(lookup_path("/r/a/b"), Some(Lookup::AppPage));
+        assert_eq!(
+            lookup_path("/r/"),
+            Some(Lookup::File("r/")),
+            "not the page: a 404"
+        );
+        assert_eq!(lookup_path("/r"), Some(Lookup::File("r")));
+        assert_eq!(lookup_path("/app.js"), Some(Lookup::File("app.js")));
+        assert_eq!(
+            lookup_path("/snippets/x/a.js"),
+            Some(Lookup::File("snippets/x/a.js"))
+        );
+        assert_eq!(
+            lookup_path("/welcome.html"),
+            Some(Lookup::File("welcome.html"))
+        );
+        assert_eq!(lookup_path(""), None);
     }
 
     #[test]

@@ -455,43 +455,106 @@ fn referenced_paths(index: &str) -> Vec<String> {
 #[tokio::test]
 async fn embedded_bundle_is_complete_and_served_compressed() {
     let bundle = embedded();
-    let server = Server::start(StaticFiles::Bundle(Arc::new(bundle.clone()))).await;
-    let page = server.get("/", &[("accept-encoding", "br")]).await;
-    assert_eq!(page.status(), 200);
-    assert_eq!(header(&page, "cache-control").as_deref(), Some("no-cache"));
-    let index = String::from_utf8(unbrotli(&page.bytes().await.unwrap())).unwrap();
-    assert!(index.contains("<html"), "{index}");
     assert!(
-        index.contains("rel=\"icon\""),
-        "the favicon must be in the bundle: {index}"
+        bundle.get(server::bundle::FIRST_PAGE).is_some(),
+        "a release bundle has the first page (welcome.html, built by scripts/welcome-page.sh)"
     );
-
-    let paths = referenced_paths(&index);
-    for ext in [".wasm", ".js", ".css", ".svg"] {
-        assert!(
-            paths.iter().any(|p| p.ends_with(ext)),
-            "index.html refers to no {ext} file: {paths:?}"
-        );
-    }
-    for path in &paths {
-        let response = server
-            .get(path, &[("accept-encoding", "gzip, deflate, br")])
-            .await;
-        assert_eq!(response.status(), 200, "{path} (referenced by index.html)");
+    let server = Server::start(StaticFiles::Bundle(Arc::new(bundle.clone()))).await;
+    let mut pages = Vec::new();
+    // `/` is the first page (the welcome form alone), a room is the whole app: each page's
+    // files must all be there.
+    for (path, page_file) in [
+        ("/", server::bundle::FIRST_PAGE),
+        ("/r/standup", server::bundle::APP_PAGE),
+    ] {
+        let page = server.get(path, &[("accept-encoding", "br")]).await;
+        assert_eq!(page.status(), 200, "{path}");
+        assert_eq!(header(&page, "cache-control").as_deref(), Some("no-cache"));
+        let html = String::from_utf8(unbrotli(&page.bytes().await.unwrap())).unwrap();
         assert_eq!(
-            header(&response, "cache-control").as_deref(),
-            Some(CACHE_IMMUTABLE),
-            "{path}"
+            html.as_bytes(),
+            bundle.get(page_file).unwrap().identity(),
+            "{path} serves {page_file}"
         );
-        let asset = bundle.get(&path[1..]).unwrap();
-        if asset.encoded(server::bundle::Encoding::Brotli).is_some() {
+        assert!(html.contains("<html"), "{html}");
+        assert!(
+            html.contains("rel=\"icon\""),
+            "the favicon must be in the bundle: {html}"
+        );
+        let paths = referenced_paths(&html);
+        for ext in [".wasm", ".js", ".css", ".svg"] {
+            assert!(
+                paths.iter().any(|p| p.ends_with(ext)),
+                "{page_file} refers to no {ext} file: {paths:?}"
+            );
+        }
+        for path in &paths {
+            let response = server
+                .get(path, &[("accept-encoding", "gzip, deflate, br")])
+                .await;
+            assert_eq!(response.status(), 200, "{path} (referenced by {page_file})");
             assert_eq!(
-                header(&response, "content-encoding").as_deref(),
-                Some("br"),
+                header(&response, "cache-control").as_deref(),
+                Some(CACHE_IMMUTABLE),
                 "{path}"
             );
+            let asset = bundle.get(&path[1..]).unwrap();
+            if asset.encoded(server::bundle::Encoding::Brotli).is_some() {
+                assert_eq!(
+                    header(&response, "content-encoding").as_deref(),
+                    Some("br"),
+                    "{path}"
+                );
+                let body = response.bytes().await.unwrap();
+                assert_eq!(unbrotli(&body), asset.identity(), "{path}");
+            }
+        }
+        pages.push(paths);
+    }
+    // Two different programs: the first page does not load the whole app's wasm.
+    let wasm = |paths: &Vec<String>| paths.iter().find(|p| p.ends_with(".wasm")).cloned();
+    assert_ne!(wasm(&pages[0]), wasm(&pages[1]), "{pages:?}");
+}
+
+#[tokio::test]
+async fn the_first_page_is_served_for_the_root_and_the_app_for_rooms() {
+    const WELCOME_MARKER: &str = "noom-bundle-test-welcome";
+    let dir = tempfile::tempdir().unwrap();
+    write_bundle(dir.path());
+    std::fs::write(
+        dir.path().join("welcome.html"),
+        format!("<!doctype html><html><body>{WELCOME_MARKER}</body></html>\n"),
+    )
+    .unwrap();
+    let bundle = Bundle::from_dir(dir.path()).expect("pack the test bundle");
+    // From memory (the embedded way) and from disk (--dist), the same answers.
+    for server in [
+        Server::start(StaticFiles::Bundle(Arc::new(bundle))).await,
+        Server::start(StaticFiles::Dir(dir.path().to_path_buf())).await,
+    ] {
+        for (path, marker) in [
+            ("/", WELCOME_MARKER),
+            ("/welcome.html", WELCOME_MARKER),
+            ("/r/standup", INDEX_MARKER),
+            ("/r/team%20sync", INDEX_MARKER),
+            ("/index.html", INDEX_MARKER),
+        ] {
+            let response = server.get(path, &[("accept-encoding", "gzip")]).await;
+            assert_eq!(response.status(), 200, "GET {path}");
+            assert_eq!(
+                header(&response, "cache-control").as_deref(),
+                Some(CACHE_REVALIDATE),
+                "{path}"
+            );
+            let encoding = header(&response, "content-encoding");
             let body = response.bytes().await.unwrap();
-            assert_eq!(unbrotli(&body), asset.identity(), "{path}");
+            let body = if encoding.as_deref() == Some("gzip") {
+                ungzip(&body)
+            } else {
+                body.to_vec()
+            };
+            let text = String::from_utf8(body).unwrap();
+            assert!(text.contains(marker), "{path}: {text}");
         }
     }
 }
