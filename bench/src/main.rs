@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 
-use measure::{App, Load};
+use measure::{App, Load, Ready};
 use stats::{bytes, ratio, thousands, Summary};
 
 /// What can stop a measurement.
@@ -188,6 +188,8 @@ fn require_loopback_only_network() -> Result<(), Error> {
 #[derive(Default)]
 struct Results {
     loads: [Vec<Load>; 2],
+    /// Noom's room link (the whole app), cold.
+    room_loads: Vec<Load>,
     calls: [Vec<f64>; 2],
     failures: Vec<String>,
 }
@@ -263,7 +265,7 @@ async fn measure_all(args: &RunArgs, urls: &[String; 2], results: &mut Results) 
     // One load of each, not counted: the servers' first requests (node loading modules, a
     // first template render) are not what a cold browser cache costs.
     for app in order(0) {
-        let warm_up = measure::cold_load(&urls[slot(app)]);
+        let warm_up = measure::cold_load(&urls[slot(app)], Ready::WelcomeForm);
         match tokio::time::timeout(measure::LOAD_LIMIT, warm_up).await {
             Ok(Ok(_)) => {}
             Ok(Err(err)) => results
@@ -279,7 +281,12 @@ async fn measure_all(args: &RunArgs, urls: &[String; 2], results: &mut Results) 
     for i in 0..args.loads {
         for app in order(i) {
             let url = &urls[slot(app)];
-            match tokio::time::timeout(measure::LOAD_LIMIT, measure::cold_load(url)).await {
+            match tokio::time::timeout(
+                measure::LOAD_LIMIT,
+                measure::cold_load(url, Ready::WelcomeForm),
+            )
+            .await
+            {
                 Ok(Ok(load)) => {
                     eprintln!(
                         "bench: cold load {}/{} {}: {:.0} ms to interactive",
@@ -302,6 +309,34 @@ async fn measure_all(args: &RunArgs, urls: &[String; 2], results: &mut Results) 
                     measure::LOAD_LIMIT
                 )),
             }
+        }
+    }
+    // A room link opened cold: what a person who was sent the link loads (Noom only).
+    let room_link = format!("{}r/bench-link", urls[slot(App::Noom)]);
+    for i in 0..args.loads {
+        match tokio::time::timeout(
+            measure::LOAD_LIMIT,
+            measure::cold_load(&room_link, Ready::Lobby),
+        )
+        .await
+        {
+            Ok(Ok(load)) => {
+                eprintln!(
+                    "bench: room link load {}/{} Noom: {:.0} ms to the lobby",
+                    i + 1,
+                    args.loads,
+                    load.tti_ms
+                );
+                results.room_loads.push(load);
+            }
+            Ok(Err(err)) => results
+                .failures
+                .push(format!("room link load {} of Noom: {err}", i + 1)),
+            Err(_) => results.failures.push(format!(
+                "room link load {} of Noom: over {:?}",
+                i + 1,
+                measure::LOAD_LIMIT
+            )),
         }
     }
     let run = std::process::id();
@@ -353,6 +388,61 @@ fn total_bytes(load: &Load) -> f64 {
     load.requests.iter().filter_map(|r| r.bytes).sum()
 }
 
+/// Prints the requests of the first load and the totals; returns the median total.
+fn print_loads(name: &str, loads: &[Load]) -> Option<f64> {
+    let Some(first) = loads.first() else {
+        println!("  {name}: no successful load");
+        return None;
+    };
+    println!("  {name}");
+    println!(
+        "    {:<48} {:<10} {:>7} {:>8} {:>10}",
+        "request", "type", "status", "encoding", "bytes"
+    );
+    for r in &first.requests {
+        let size = match (&r.failed, r.bytes) {
+            (Some(err), _) => format!("FAILED {err}"),
+            (None, Some(b)) => thousands(b as u64),
+            (None, None) => "unfinished".to_string(),
+        };
+        let url = match &r.redirected_to {
+            Some(to) => format!("{} → {}", short_url(&r.url, 22), short_url(to, 22)),
+            None => short_url(&r.url, 48),
+        };
+        let statuses: Vec<String> = r.statuses.iter().map(i64::to_string).collect();
+        println!(
+            "    {:<48} {:<10} {:>7} {:>8} {:>10}",
+            url,
+            r.kind,
+            if statuses.is_empty() {
+                "-".to_string()
+            } else {
+                statuses.join("→")
+            },
+            r.encoding.as_deref().unwrap_or("-"),
+            size
+        );
+    }
+    let per_load: Vec<f64> = loads.iter().map(total_bytes).collect();
+    let summary = Summary::of(&per_load);
+    let failed = first.requests.iter().filter(|r| r.failed.is_some()).count();
+    print!(
+        "    total: {} requests ({failed} failed), {}",
+        first.requests.len(),
+        bytes(total_bytes(first) as u64)
+    );
+    if let Some(s) = summary.filter(|s| s.min != s.max) {
+        print!(
+            " (over {} loads: {}–{})",
+            s.count,
+            thousands(s.min as u64),
+            thousands(s.max as u64)
+        );
+    }
+    println!();
+    summary.map(|s| s.median)
+}
+
 fn print_report(args: &RunArgs, results: &Results, took: Duration) {
     println!();
     println!(
@@ -372,58 +462,7 @@ fn print_report(args: &RunArgs, results: &Results, took: Duration) {
     );
     let mut totals = [None, None];
     for app in [App::Noom, App::Tutorial] {
-        let loads = &results.loads[slot(app)];
-        let Some(first) = loads.first() else {
-            println!("  {}: no successful load", app.name());
-            continue;
-        };
-        println!("  {}", app.name());
-        println!(
-            "    {:<48} {:<10} {:>7} {:>8} {:>10}",
-            "request", "type", "status", "encoding", "bytes"
-        );
-        for r in &first.requests {
-            let size = match (&r.failed, r.bytes) {
-                (Some(err), _) => format!("FAILED {err}"),
-                (None, Some(b)) => thousands(b as u64),
-                (None, None) => "unfinished".to_string(),
-            };
-            let url = match &r.redirected_to {
-                Some(to) => format!("{} → {}", short_url(&r.url, 22), short_url(to, 22)),
-                None => short_url(&r.url, 48),
-            };
-            let statuses: Vec<String> = r.statuses.iter().map(i64::to_string).collect();
-            println!(
-                "    {:<48} {:<10} {:>7} {:>8} {:>10}",
-                url,
-                r.kind,
-                if statuses.is_empty() {
-                    "-".to_string()
-                } else {
-                    statuses.join("→")
-                },
-                r.encoding.as_deref().unwrap_or("-"),
-                size
-            );
-        }
-        let per_load: Vec<f64> = loads.iter().map(total_bytes).collect();
-        let summary = Summary::of(&per_load);
-        let failed = first.requests.iter().filter(|r| r.failed.is_some()).count();
-        print!(
-            "    total: {} requests ({failed} failed), {}",
-            first.requests.len(),
-            bytes(total_bytes(first) as u64)
-        );
-        if let Some(s) = summary.filter(|s| s.min != s.max) {
-            print!(
-                " (over {} loads: {}–{})",
-                s.count,
-                thousands(s.min as u64),
-                thousands(s.max as u64)
-            );
-        }
-        println!();
-        totals[slot(app)] = summary.map(|s| s.median);
+        totals[slot(app)] = print_loads(app.name(), &results.loads[slot(app)]);
     }
     if let [Some(noom), Some(tutorial)] = totals {
         println!(
@@ -431,6 +470,20 @@ fn print_report(args: &RunArgs, results: &Results, took: Duration) {
             bytes(noom as u64),
             bytes(tutorial as u64),
             ratio(noom, tutorial)
+        );
+    }
+
+    println!();
+    println!(
+        "Noom's room link opened cold (the whole app, up to the lobby's name field; the tutorial \
+         has no such page: its one page is the figure above)"
+    );
+    print_loads("Noom, /r/<room>", &results.room_loads);
+    let lobby: Vec<f64> = results.room_loads.iter().map(|l| l.tti_ms).collect();
+    if let Some(s) = Summary::of(&lobby) {
+        println!(
+            "    to the lobby: {:.0} ms median ({:.0}–{:.0}, {} loads)",
+            s.median, s.min, s.max, s.count
         );
     }
 

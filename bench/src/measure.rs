@@ -6,6 +6,8 @@
 //!   the page: `performance.now()` (from navigation start) when `#welcome form input` exists,
 //!   is enabled, and the document has finished parsing (so the app's scripts have run: the
 //!   tutorial's are synchronous at the end of `<body>`, Noom's wasm renders the form itself).
+//!   Noom's `/` is its first page (the welcome form alone); a room link loads the whole app,
+//!   measured the same way up to the lobby's name field (the tutorial has no such page).
 //! - **Call setup**: two fresh browsers. A opens `/`, joins a new room and settles; B opens `/`,
 //!   gets up to the button that joins (Noom: welcome form → lobby, `#join` enabled; the
 //!   tutorial: the welcome form filled in) and settles; then B clicks it. In both pages a
@@ -117,17 +119,42 @@ impl App {
     }
 }
 
-/// The page script that stamps when the welcome form is interactive.
-const LOAD_SCRIPT: &str = r#"(() => {
-  const bench = window.__bench = window.__bench || {};
-  const check = () => {
+/// What a cold load waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ready {
+    /// The welcome form at `/` (both apps).
+    WelcomeForm,
+    /// Noom's lobby at a room link: the whole app, the camera preview asked for, the name field
+    /// ready to type in.
+    Lobby,
+}
+
+impl Ready {
+    fn selector(self) -> &'static str {
+        match self {
+            Ready::WelcomeForm => "#welcome form input",
+            Ready::Lobby => "#lobby #name",
+        }
+    }
+
+    /// The page script that stamps when the element is there and enabled (and the document
+    /// has finished parsing, so the page's scripts have run).
+    fn script(self) -> String {
+        format!(
+            r#"(() => {{
+  const bench = window.__bench = window.__bench || {{}};
+  const check = () => {{
     if (bench.tti !== undefined || document.readyState === 'loading') return;
-    const input = document.querySelector('#welcome form input');
+    const input = document.querySelector({selector:?});
     if (input && !input.disabled) bench.tti = performance.now();
-  };
-  new MutationObserver(check).observe(document, { childList: true, subtree: true });
+  }};
+  new MutationObserver(check).observe(document, {{ childList: true, subtree: true }});
   document.addEventListener('DOMContentLoaded', check);
-})();"#;
+}})();"#,
+            selector = self.selector()
+        )
+    }
+}
 
 /// One cold load.
 pub struct Load {
@@ -136,21 +163,16 @@ pub struct Load {
     pub requests: Vec<Request>,
 }
 
-pub async fn cold_load(url: &str) -> Result<Load, Error> {
+pub async fn cold_load(url: &str, ready: Ready) -> Result<Load, Error> {
     let chrome = Chrome::launch().await?;
     let result = async {
-        let page = chrome.tab(LOAD_SCRIPT).await?;
+        let page = chrome.tab(&ready.script()).await?;
         let recorder = Recorder::attach(&page).await?;
         page.goto(url)
             .await
             .map_err(|e| Error::cdp("loading the app", e))?;
-        let tti_ms: f64 = browser::wait_for(
-            &page,
-            "window.__bench?.tti",
-            "an interactive welcome form",
-            WAIT,
-        )
-        .await?;
+        let tti_ms: f64 =
+            browser::wait_for(&page, "window.__bench?.tti", ready.selector(), WAIT).await?;
         // Whatever the page still fetches on its own (favicon, socket.io's handshake).
         recorder
             .settle(Duration::from_secs(1), Duration::from_secs(10))
