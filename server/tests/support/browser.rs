@@ -637,8 +637,12 @@ pub async fn join_from_lobby(page: &Page) {
     click(page, "#join").await;
 }
 
+/// The remote video shows a picture: sized, playable, and at least one frame decoded.
 pub fn remote_video_has_frames() -> String {
-    format!("(() => {{ const v = {REMOTE_VIDEO}; return !!v && v.videoWidth > 0 && v.readyState >= 2; }})()")
+    format!(
+        "(() => {{ const v = {REMOTE_VIDEO}; return !!v && v.videoWidth > 0 && v.readyState >= 2 \
+         && v.getVideoPlaybackQuality().totalVideoFrames > 0; }})()"
+    )
 }
 
 /// Decoded video frames of the remote video for the peer at `selector` (from
