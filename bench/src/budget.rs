@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use server::bundle::{Bundle, BundleError, Encoding, APP_PAGE, FIRST_PAGE};
+use server::bundle::{referenced_paths, Bundle, BundleError, Encoding, APP_PAGE, FIRST_PAGE};
 
 /// What a first visit to `/` may weigh: the welcome form alone. Issue 13's target is the
 /// tutorial's 47 KB (every request, headers included); set at 37,963 B (the first page's first
@@ -109,21 +109,6 @@ pub struct PageWeight {
     pub spec: PageSpec,
     pub files: Vec<Row>,
     pub total: u64,
-}
-
-/// The `/…` paths an HTML page refers to in quotes: href, src, the wasm's `module_or_path`.
-pub fn referenced_paths(html: &str) -> Vec<String> {
-    let mut paths = Vec::new();
-    for quote in ['"', '\''] {
-        for piece in html.split(quote).skip(1).step_by(2) {
-            if piece.starts_with('/') && !piece.starts_with("//") && piece.len() > 1 {
-                paths.push(piece.to_string());
-            }
-        }
-    }
-    paths.sort();
-    paths.dedup();
-    paths
 }
 
 /// Weighs `spec`'s page in `rows` (every file of the bundle).

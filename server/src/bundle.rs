@@ -354,6 +354,22 @@ pub const APP_PAGE: &str = "index.html";
 /// it (release builds): what `/` serves, so a first visit does not load the whole app.
 pub const FIRST_PAGE: &str = "welcome.html";
 
+/// The `/…` paths an HTML page refers to in quotes: href, src, the wasm's `module_or_path`
+/// (what a browser loads with the page; the size budget and the tests weigh and check them).
+pub fn referenced_paths(html: &str) -> Vec<String> {
+    let mut paths = Vec::new();
+    for quote in ['"', '\''] {
+        for piece in html.split(quote).skip(1).step_by(2) {
+            if piece.starts_with('/') && !piece.starts_with("//") && piece.len() > 1 {
+                paths.push(piece.to_string());
+            }
+        }
+    }
+    paths.sort();
+    paths.dedup();
+    paths
+}
+
 /// What a request path names.
 #[derive(Debug, PartialEq, Eq)]
 enum Lookup<'a> {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use server::bundle::{Bundle, BundleError, CACHE_IMMUTABLE, CACHE_REVALIDATE};
+use server::bundle::{referenced_paths, Bundle, BundleError, CACHE_IMMUTABLE, CACHE_REVALIDATE};
 use server::{AppState, Config, StaticFiles};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -435,21 +435,6 @@ fn embedded() -> Bundle {
         "this build of the server has no web app inside: build it with `trunk build --release` \
          first, then the tests (scripts/test.sh does, with NOOM_BUNDLE_DIR set)",
     )
-}
-
-/// The `/…` paths index.html refers to (href, src, and the wasm's `module_or_path`).
-fn referenced_paths(index: &str) -> Vec<String> {
-    let mut paths = Vec::new();
-    for quote in ['"', '\''] {
-        for piece in index.split(quote).skip(1).step_by(2) {
-            if piece.starts_with('/') && !piece.starts_with("//") && piece.len() > 1 {
-                paths.push(piece.to_string());
-            }
-        }
-    }
-    paths.sort();
-    paths.dedup();
-    paths
 }
 
 #[tokio::test]
