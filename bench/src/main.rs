@@ -89,6 +89,14 @@ struct RunArgs {
     /// The commit measured, for the report.
     #[arg(long, default_value = "?")]
     commit: String,
+    /// Also trace every call: both pages' WebRTC and signaling steps (peer connection created,
+    /// offer/answer/descriptions settled, candidates, ICE and connection states, tracks,
+    /// websocket message types, the remote video's srcObject/playing/first frame), stamped in
+    /// the pages. Prints the first calls' timelines in full and each step's median time since
+    /// B's click over all calls. A diagnostic: the wrappers cost a little, so measure the
+    /// figures to publish without it.
+    #[arg(long, env = "NOOM_BENCH_TRACE")]
+    trace: bool,
     /// The whole run stops after this many minutes, whatever it is doing.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=240))]
     deadline_mins: u64,
@@ -191,6 +199,7 @@ struct Results {
     /// Noom's room link (the whole app), cold.
     room_loads: Vec<Load>,
     calls: [Vec<f64>; 2],
+    traces: [Vec<measure::Trace>; 2],
     failures: Vec<String>,
 }
 
@@ -344,8 +353,9 @@ async fn measure_all(args: &RunArgs, urls: &[String; 2], results: &mut Results) 
         for app in order(i) {
             let room = format!("bench {run} {} {}", app.name(), i + 1);
             let url = &urls[slot(app)];
-            match tokio::time::timeout(measure::CALL_LIMIT, measure::call(app, url, &room)).await {
-                Ok(Ok(ms)) => {
+            let call = measure::call(app, url, &room, args.trace);
+            match tokio::time::timeout(measure::CALL_LIMIT, call).await {
+                Ok(Ok(measure::Call { ms, trace })) => {
                     eprintln!(
                         "bench: call {}/{} {}: {ms:.0} ms",
                         i + 1,
@@ -353,6 +363,9 @@ async fn measure_all(args: &RunArgs, urls: &[String; 2], results: &mut Results) 
                         app.name()
                     );
                     results.calls[slot(app)].push(ms);
+                    if let Some(trace) = trace {
+                        results.traces[slot(app)].push(trace);
+                    }
                 }
                 Ok(Err(err)) => {
                     results
@@ -507,6 +520,10 @@ fn print_report(args: &RunArgs, results: &Results, took: Duration) {
     let calls = |app: App| Summary::of(&results.calls[slot(app)]);
     print_summaries("ms", calls(App::Noom), calls(App::Tutorial));
 
+    if args.trace {
+        print_traces(results);
+    }
+
     if !results.failures.is_empty() {
         println!();
         println!("Failed measurements ({}):", results.failures.len());
@@ -514,6 +531,67 @@ fn print_report(args: &RunArgs, results: &Results, took: Duration) {
             println!("  {failure}");
         }
     }
+}
+
+/// How the trace names a main-thread stall.
+const STALL: &str = "main thread busy";
+
+/// Timelines printed in full, per app.
+const TRACES_IN_FULL: usize = 3;
+
+/// `--trace`: the first calls' steps in full, then each step's median over all calls (its first
+/// occurrence in each call), in order.
+fn print_traces(results: &Results) {
+    for app in [App::Noom, App::Tutorial] {
+        let traces = &results.traces[slot(app)];
+        let calls = &results.calls[slot(app)];
+        for (i, (trace, ms)) in traces.iter().zip(calls).take(TRACES_IN_FULL).enumerate() {
+            println!();
+            println!(
+                "Trace of {} call {} ({ms:.0} ms): ms since B's join click, A = already in the room, B = joining",
+                app.name(),
+                i + 1
+            );
+            for (at, who, what) in &trace.steps {
+                println!("  {at:>8.1}  {who}  {what}");
+            }
+        }
+        println!();
+        println!(
+            "Median trace of {} over {} calls: each step's first occurrence, ms since B's join click",
+            app.name(),
+            traces.len()
+        );
+        for (median, who, what, seen) in median_steps(traces) {
+            println!(
+                "  {median:>8.1}  {who}  {what:<48} ({seen} of {} calls)",
+                traces.len()
+            );
+        }
+    }
+}
+
+/// Each (page, step)'s median time over the calls where it occurred, by median.
+fn median_steps(traces: &[measure::Trace]) -> Vec<(f64, char, String, usize)> {
+    let mut seen: std::collections::BTreeMap<(char, String), Vec<f64>> = Default::default();
+    for trace in traces {
+        let mut first: std::collections::BTreeMap<(char, &str), f64> = Default::default();
+        // Stalls are per call (their names carry their length): in the full timelines only.
+        for (at, who, what) in trace.steps.iter().filter(|s| !s.2.starts_with(STALL)) {
+            first.entry((*who, what.as_str())).or_insert(*at);
+        }
+        for ((who, what), at) in first {
+            seen.entry((who, what.to_string())).or_default().push(at);
+        }
+    }
+    let mut rows: Vec<(f64, char, String, usize)> = seen
+        .into_iter()
+        .filter_map(|((who, what), times)| {
+            Summary::of(&times).map(|s| (s.median, who, what, s.count))
+        })
+        .collect();
+    rows.sort_by(|x, y| x.0.total_cmp(&y.0));
+    rows
 }
 
 fn print_summaries(unit: &str, noom: Option<Summary>, tutorial: Option<Summary>) {
@@ -554,6 +632,34 @@ mod tests {
     }
 
     #[test]
+    fn median_steps_take_each_steps_first_occurrence() {
+        let trace = |steps: &[(f64, char, &str)]| measure::Trace {
+            steps: steps
+                .iter()
+                .map(|(at, who, what)| (*at, *who, what.to_string()))
+                .collect(),
+        };
+        let traces = [
+            trace(&[(0.0, 'B', "click"), (10.0, 'A', "x"), (30.0, 'A', "x")]),
+            trace(&[(0.0, 'B', "click"), (20.0, 'A', "x")]),
+            trace(&[
+                (0.0, 'B', "click"),
+                (40.0, 'A', "x"),
+                (45.0, 'A', "main thread busy 9 ms"),
+                (50.0, 'B', "y"),
+            ]),
+        ];
+        assert_eq!(
+            median_steps(&traces),
+            [
+                (0.0, 'B', "click".to_string(), 3),
+                (20.0, 'A', "x".to_string(), 3),
+                (50.0, 'B', "y".to_string(), 1),
+            ]
+        );
+    }
+
+    #[test]
     fn flags_parse() {
         let cli =
             Cli::try_parse_from(["bench", "run", "--tutorial", "/t", "--calls", "12"]).unwrap();
@@ -561,6 +667,7 @@ mod tests {
             panic!("not run")
         };
         assert_eq!((args.calls, args.loads), (12, 5));
+        assert!(!args.trace);
         assert!(Cli::try_parse_from(["bench", "run", "--tutorial", "/t", "--calls", "0"]).is_err());
     }
 }

@@ -14,6 +14,13 @@
 //!   capturing click listener and `requestVideoFrameCallback` on the remote video stamp
 //!   `performance.timeOrigin + performance.now()` (one machine, one clock): setup is the later
 //!   of the two remote first frames minus B's click.
+//! - **Trace** (`--trace`, a diagnostic): the same call with [`TRACE_SCRIPT`] installed too. It
+//!   wraps `RTCPeerConnection` (construction, when each offer/answer/description promise
+//!   settles, candidates, ICE and connection states, tracks) and `WebSocket` (the *type* of each
+//!   message sent and received, never its content), and watches the remote `<video>`
+//!   (`srcObject` set, `loadedmetadata`, `playing`), stamping each event with the same clock into
+//!   `window.__bench.trace`, and notes when the main thread was busy (a timer chain's gaps).
+//!   Identical for both apps; it only listens and forwards.
 
 use std::time::Duration;
 
@@ -95,29 +102,122 @@ impl App {
         Ok(())
     }
 
-    /// The page script that stamps B's join click and each page's first remote frame.
-    fn call_script(self) -> String {
-        format!(
+    /// The page script that stamps B's join click and each page's first remote frame (and,
+    /// with `trace`, every step in between: [`TRACE_SCRIPT`]).
+    fn call_script(self, trace: bool) -> String {
+        let stamps = format!(
             r#"(() => {{
   const bench = window.__bench = window.__bench || {{}};
   const now = () => performance.timeOrigin + performance.now();
   addEventListener('click', (event) => {{
-    if (bench.click === undefined && event.target instanceof Element && event.target.closest({join:?})) bench.click = now();
+    if (bench.click === undefined && event.target instanceof Element && event.target.closest({join:?})) {{ bench.click = now(); if (bench.stamp) bench.stamp('click'); }}
   }}, true);
   const watch = () => {{
     const video = document.querySelector({video:?});
     if (!video || video.__benchWatched) return;
     video.__benchWatched = true;
-    video.requestVideoFrameCallback(() => {{ if (bench.firstFrame === undefined) bench.firstFrame = now(); }});
+    video.requestVideoFrameCallback(() => {{ if (bench.firstFrame === undefined) {{ bench.firstFrame = now(); if (bench.stamp) bench.stamp('first frame'); }} }});
   }};
   new MutationObserver(watch).observe(document, {{ childList: true, subtree: true }});
   document.addEventListener('DOMContentLoaded', watch);
 }})();"#,
             join = self.join_button(),
             video = self.remote_video(),
-        )
+        );
+        if trace {
+            format!("{TRACE_SCRIPT}\n{stamps}")
+        } else {
+            stamps
+        }
     }
 }
+
+/// The page script of `--trace`: every step of a call setup, stamped (see the module's doc).
+/// socket.io's frames (`42["offer",…]`) are named by their event; Noom's JSON by its `type`.
+pub const TRACE_SCRIPT: &str = r#"(() => {
+  const bench = window.__bench = window.__bench || {};
+  const trace = bench.trace = bench.trace || [];
+  const now = () => performance.timeOrigin + performance.now();
+  const stamp = (what) => { if (trace.length < 2000) trace.push([now(), what]); };
+  bench.stamp = stamp;
+  const kindOf = (data) => {
+    if (typeof data !== 'string') return 'binary';
+    try {
+      if (data.startsWith('{')) return JSON.parse(data).type || '?';
+      const sio = /^(\d+)(.*)$/s.exec(data);
+      if (sio) {
+        if (sio[1] === '42' || sio[1] === '43') { const body = JSON.parse(sio[2]); return Array.isArray(body) ? String(body[0]) : 'sio' + sio[1]; }
+        return 'sio' + sio[1];
+      }
+    } catch (_) {}
+    return '?';
+  };
+  const NativeWS = window.WebSocket;
+  const send = NativeWS.prototype.send;
+  NativeWS.prototype.send = function (data) { stamp('ws.send ' + kindOf(data)); return send.call(this, data); };
+  window.WebSocket = new Proxy(NativeWS, { construct(target, args, newTarget) {
+    const ws = Reflect.construct(target, args, newTarget);
+    stamp('ws.new');
+    ws.addEventListener('open', () => stamp('ws.open'));
+    ws.addEventListener('message', (e) => stamp('ws.recv ' + kindOf(e.data)));
+    return ws;
+  } });
+  const NativePC = window.RTCPeerConnection;
+  let pcs = 0;
+  window.RTCPeerConnection = new Proxy(NativePC, { construct(target, args, newTarget) {
+    const pc = Reflect.construct(target, args, newTarget);
+    const n = pc.__benchN = ++pcs;
+    stamp('pc' + n + ' new');
+    pc.addEventListener('negotiationneeded', () => stamp('pc' + n + ' negotiationneeded'));
+    pc.addEventListener('icecandidate', (e) => stamp('pc' + n + ' icecandidate ' + (e.candidate ? (e.candidate.type || '?') + ' ' + (e.candidate.protocol || '') : 'end')));
+    pc.addEventListener('icegatheringstatechange', () => stamp('pc' + n + ' gathering ' + pc.iceGatheringState));
+    pc.addEventListener('iceconnectionstatechange', () => stamp('pc' + n + ' ice ' + pc.iceConnectionState));
+    pc.addEventListener('connectionstatechange', () => stamp('pc' + n + ' conn ' + pc.connectionState));
+    pc.addEventListener('track', (e) => stamp('pc' + n + ' track ' + e.track.kind));
+    return pc;
+  } });
+  const wrap = (name, label) => {
+    const native = NativePC.prototype[name];
+    if (typeof native !== 'function') return;
+    NativePC.prototype[name] = function (...args) {
+      const what = 'pc' + (this.__benchN || '?') + ' ' + name + label(args);
+      stamp(what);
+      const result = native.apply(this, args);
+      if (result && typeof result.then === 'function') result.then(() => stamp(what + ' done'), () => stamp(what + ' failed'));
+      return result;
+    };
+  };
+  const none = () => '';
+  const type = (args) => args[0] && args[0].type ? '(' + args[0].type + ')' : '()';
+  wrap('createOffer', none);
+  wrap('createAnswer', none);
+  wrap('setLocalDescription', type);
+  wrap('setRemoteDescription', type);
+  wrap('addIceCandidate', none);
+  wrap('addTransceiver', (args) => '(' + (typeof args[0] === 'string' ? args[0] : args[0] && args[0].kind) + ')');
+  wrap('addTrack', (args) => '(' + (args[0] && args[0].kind) + ')');
+  const source = Object.getOwnPropertyDescriptor(HTMLMediaElement.prototype, 'srcObject');
+  if (source && source.set) {
+    Object.defineProperty(HTMLMediaElement.prototype, 'srcObject', { ...source, set(value) {
+      if (!this.muted || this.id !== 'myFace') stamp('video srcObject ' + (this.id || this.dataset.source || 'video') + (value ? '' : ' cleared'));
+      source.set.call(this, value);
+    } });
+  }
+  // Main-thread stalls: a 1 ms timer chain (4 ms once nested) that notes every gap over 8 ms,
+  // stamped at the gap's start. A gap is the page's own work (or other tasks the scheduler
+  // ran first): whatever waited on the main thread meanwhile was held up.
+  let last = performance.now();
+  const tick = () => {
+    const t = performance.now();
+    if (t - last > 8 && trace.length < 2000) trace.push([performance.timeOrigin + last, 'main thread busy ' + Math.round(t - last) + ' ms']);
+    last = t;
+    setTimeout(tick, 1);
+  };
+  setTimeout(tick, 1);
+  for (const event of ['loadedmetadata', 'playing']) {
+    addEventListener(event, (e) => { const v = e.target; if (v instanceof HTMLVideoElement && v.id !== 'myFace') stamp('video ' + event + ' ' + (v.id || v.dataset.source || 'video')); }, true);
+  }
+})();"#;
 
 /// What a cold load waits for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -187,15 +287,43 @@ pub async fn cold_load(url: &str, ready: Ready) -> Result<Load, Error> {
     result
 }
 
+/// One call's result: B's join click → both remote first frames, in ms, and with `--trace`
+/// both pages' steps.
+pub struct Call {
+    pub ms: f64,
+    pub trace: Option<Trace>,
+}
+
+/// Both pages' steps, in ms since B's join click (A's steps from shortly before it).
+pub struct Trace {
+    /// (ms since B's click, 'A' or 'B', what)
+    pub steps: Vec<(f64, char, String)>,
+}
+
+/// A's steps are kept from this long before B's click (B's in full: its lobby is part of
+/// what the click costs or saves).
+const TRACE_BEFORE_MS: f64 = 1500.0;
+
+async fn read_trace(page: &chromiumoxide::Page) -> Vec<(f64, String)> {
+    browser::wait_for::<Vec<(f64, String)>>(
+        page,
+        "window.__bench?.trace",
+        "the page's trace",
+        Duration::from_secs(2),
+    )
+    .await
+    .unwrap_or_default()
+}
+
 /// One call: B's join click → both remote first frames, in ms.
-pub async fn call(app: App, url: &str, room: &str) -> Result<f64, Error> {
+pub async fn call(app: App, url: &str, room: &str, trace: bool) -> Result<Call, Error> {
     let (a, b) = match tokio::join!(Chrome::launch(), Chrome::launch()) {
         (Ok(a), Ok(b)) => (a, b),
         // Whichever did launch is killed as it drops.
         (Err(e), _) | (_, Err(e)) => return Err(e),
     };
     let result = async {
-        let script = app.call_script();
+        let script = app.call_script(trace);
         let page_a = a.tab(&script).await?;
         page_a
             .goto(url)
@@ -231,7 +359,25 @@ pub async fn call(app: App, url: &str, room: &str) -> Result<f64, Error> {
             WAIT,
         )
         .await?;
-        Ok(frame_a.max(frame_b) - clicked)
+        let trace = if trace {
+            let mut steps: Vec<(f64, char, String)> = Vec::new();
+            for (who, page) in [('A', &page_a), ('B', &page_b)] {
+                for (at, what) in read_trace(page).await {
+                    let since = at - clicked;
+                    if who == 'B' || since >= -TRACE_BEFORE_MS {
+                        steps.push((since, who, what));
+                    }
+                }
+            }
+            steps.sort_by(|x, y| x.0.total_cmp(&y.0));
+            Some(Trace { steps })
+        } else {
+            None
+        };
+        Ok(Call {
+            ms: frame_a.max(frame_b) - clicked,
+            trace,
+        })
     }
     .await;
     a.close().await;

@@ -265,8 +265,9 @@ fn InCall(call: UseCall, nav: UseRoute, room: String) -> impl IntoView {
     };
     let count = move || v.with(|v| v.peers.len()).to_string();
     let has_screen = move || v.with(|v| v.peers.iter().any(|p| p.screen.is_some()));
-    let peer_keys =
-        move || v.with(|v| v.peers.iter().map(|p| (p.id, p.stream)).collect::<Vec<_>>());
+    // One tile per person, kept when their stream arrives (the tile follows it): building a
+    // new tile then would hold up the page just as the connection is being set up.
+    let peer_keys = move || v.with(|v| v.peers.iter().map(|p| p.id).collect::<Vec<_>>());
     let screen_keys = move || {
         v.with(|v| {
             v.peers
@@ -291,7 +292,7 @@ fn InCall(call: UseCall, nav: UseRoute, room: String) -> impl IntoView {
                     </div>
                     <div id="peers" data-count=count>
                         <For each=peer_keys key=|k| *k
-                            children=move |(id, key)| view! { <RemoteTile call=call id=id key=key /> } />
+                            children=move |id| view! { <RemoteTile call=call id=id /> } />
                     </div>
                     <SelfTile call=call />
                 </div>
@@ -503,12 +504,16 @@ fn SelfTile(call: UseCall) -> impl IntoView {
 
 /// Attaches the stream `key` (looked up when it changes) to `video`, reporting an autoplay
 /// refusal.
-fn play_into(call: UseCall, video: NodeRef<html::Video>, key: Option<StreamKey>) {
+fn play_into(
+    call: UseCall,
+    video: NodeRef<html::Video>,
+    key: impl Fn() -> Option<StreamKey> + 'static,
+) {
     Effect::new(move |_| {
         let Some(el) = video.get() else {
             return;
         };
-        let stream = key.and_then(|k| call.stream(k));
+        let stream = key().and_then(|k| call.stream(k));
         leptos::task::spawn_local(async move {
             if let Err(PlayError::NeedsGesture) = media::attach(&el, stream.as_ref()).await {
                 let _ = call.playback_blocked.try_set(true);
@@ -531,10 +536,12 @@ fn play_into(call: UseCall, video: NodeRef<html::Video>, key: Option<StreamKey>)
 }
 
 #[component]
-fn RemoteTile(call: UseCall, id: PeerId, key: Option<StreamKey>) -> impl IntoView {
+fn RemoteTile(call: UseCall, id: PeerId) -> impl IntoView {
     let v = call.view;
     let video = NodeRef::<html::Video>::new();
-    play_into(call, video, key);
+    let key =
+        Memo::new(move |_| v.with(|v| v.peers.iter().find(|p| p.id == id).and_then(|p| p.stream)));
+    play_into(call, video, move || key.get());
     let peer = Memo::new(move |_| v.with(|v| v.peers.iter().find(|p| p.id == id).cloned()));
     let with = move |f: fn(&PeerView) -> String| {
         move || peer.with(|p| p.as_ref().map(f).unwrap_or_default())
@@ -620,7 +627,7 @@ fn QualityDetails(peer: Memo<Option<PeerView>>) -> impl IntoView {
 fn ScreenTile(call: UseCall, id: PeerId, key: StreamKey) -> impl IntoView {
     let v = call.view;
     let video = NodeRef::<html::Video>::new();
-    play_into(call, video, Some(key));
+    play_into(call, video, move || Some(key));
     let name = move || {
         v.with(|v| {
             v.peers

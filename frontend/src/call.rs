@@ -173,6 +173,8 @@ struct Adapters {
     socket: Rc<RefCell<Option<Socket>>>,
     peers: HashMap<PeerId, (ConnectionId, PeerHandle)>,
     timers: HashMap<TimerKind, TimeoutHandle>,
+    /// The DTLS certificate for every connection, made in the lobby (None until ready).
+    certificate: Rc<RefCell<Option<peer::Certificate>>>,
     tracks: SharedTracks,
     streams: SharedStreams,
     emit: peer::Emit,
@@ -192,10 +194,21 @@ async fn run(
         socket: Rc::new(RefCell::new(None)),
         peers: HashMap::new(),
         timers: HashMap::new(),
+        certificate: Rc::new(RefCell::new(None)),
         tracks,
         streams,
         emit: emit.clone(),
     };
+    {
+        // Made while the person is in the lobby, so that no connection waits for one.
+        let certificate = adapters.certificate.clone();
+        leptos::task::spawn_local(async move {
+            match peer::generate_certificate().await {
+                Ok(made) => *certificate.borrow_mut() = Some(made),
+                Err(err) => console_log(&format!("no certificate made ahead: {err}")),
+            }
+        });
+    }
     let in_call = Rc::new(Cell::new(false));
     // A server on this machine is reachable whatever the browser thinks of the network.
     let local_server = signaling::server_is_local();
@@ -278,6 +291,7 @@ impl Adapters {
                         connection,
                         role,
                         ice_servers,
+                        certificate: self.certificate.borrow().clone(),
                         sending,
                         tracks: self.tracks.clone(),
                         streams: self.streams.clone(),

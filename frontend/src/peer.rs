@@ -69,6 +69,28 @@ impl RemoteStreams {
     }
 }
 
+/// The DTLS certificate this page's connections use, made once in the lobby
+/// (`RTCPeerConnection.generateCertificate`, ECDSA P-256 as the browser's own default): a new
+/// connection otherwise makes one first, and its first offer or answer waits for it.
+#[derive(Clone)]
+pub struct Certificate(JsValue);
+
+/// Makes the page's certificate (see [`Certificate`]).
+pub async fn generate_certificate() -> Result<Certificate, CreateError> {
+    let made = async {
+        let class = js_sys::Reflect::get(&js_sys::global(), &"RTCPeerConnection".into())?;
+        let algorithm = js_sys::Object::new();
+        js_sys::Reflect::set(&algorithm, &"name".into(), &"ECDSA".into())?;
+        js_sys::Reflect::set(&algorithm, &"namedCurve".into(), &"P-256".into())?;
+        let promise: js_sys::Promise =
+            call_method(&class, "generateCertificate", &[algorithm.into()])?.dyn_into()?;
+        JsFuture::from(promise).await
+    };
+    made.await
+        .map(Certificate)
+        .map_err(|e| CreateError(describe(&e)))
+}
+
 /// Reports one connection's events to the call loop.
 pub type Emit = Rc<dyn Fn(Event)>;
 
@@ -97,6 +119,8 @@ pub struct PeerSetup {
     pub connection: ConnectionId,
     pub role: Role,
     pub ice_servers: Vec<IceServer>,
+    /// Made in the lobby, if it is ready (else the browser makes one for this connection).
+    pub certificate: Option<Certificate>,
     pub sending: Sending,
     pub tracks: SharedTracks,
     pub streams: SharedStreams,
@@ -110,7 +134,14 @@ pub struct CreateError(String);
 
 /// Creates the connection and starts its task.
 pub fn spawn(setup: PeerSetup) -> Result<PeerHandle, CreateError> {
-    let pc = new_connection(&setup.ice_servers).map_err(|e| CreateError(describe(&e)))?;
+    // A certificate the browser will not take (expired: a lobby left open for a month) is no
+    // reason to fail: the connection makes its own.
+    let pc = setup
+        .certificate
+        .as_ref()
+        .and_then(|certificate| new_connection(&setup.ice_servers, Some(certificate)).ok())
+        .map_or_else(|| new_connection(&setup.ice_servers, None), Ok)
+        .map_err(|e| CreateError(describe(&e)))?;
     let (tx, rx) = mpsc::channel(MAX_QUEUED_OPS);
     let listeners = listen(&pc, &setup);
     let mut conn = Conn {
@@ -135,8 +166,18 @@ pub fn spawn(setup: PeerSetup) -> Result<PeerHandle, CreateError> {
     Ok(PeerHandle { ops: tx, pc })
 }
 
-fn new_connection(ice_servers: &[IceServer]) -> Result<RtcPeerConnection, JsValue> {
+fn new_connection(
+    ice_servers: &[IceServer],
+    certificate: Option<&Certificate>,
+) -> Result<RtcPeerConnection, JsValue> {
     let config = RtcConfiguration::new();
+    if let Some(certificate) = certificate {
+        js_sys::Reflect::set(
+            &config,
+            &"certificates".into(),
+            &js_sys::Array::of1(&certificate.0),
+        )?;
+    }
     let servers = js_sys::Array::new();
     for server in ice_servers {
         let entry = RtcIceServer::new();
@@ -392,9 +433,13 @@ impl Conn {
         if self.audio.is_none() && self.video.is_none() {
             self.adopt_transceivers();
         }
-        // What we send goes on before the answer, so the answer says we send it.
-        self.reconcile().await?;
-        let answer = JsFuture::from(self.pc.create_answer()).await?;
+        // What we send goes on before the answer, so the answer says we send it: directions
+        // and streams at once; the tracks' `replaceTrack`s are started here and the answer
+        // made right behind them (the browser runs them in order), not one wait after another.
+        let replacing = self.start_reconcile();
+        let answer = JsFuture::from(self.pc.create_answer());
+        replacing.await?;
+        let answer = answer.await?;
         let answer: RtcSessionDescriptionInit = answer.unchecked_into();
         JsFuture::from(self.pc.set_local_description(&answer)).await?;
         self.local_description(SdpKind::Answer)
@@ -552,6 +597,13 @@ impl Conn {
     /// that changes makes the browser fire `negotiationneeded` (perfect negotiation takes it
     /// from there); a track swap needs no negotiation (`replaceTrack`).
     async fn reconcile(&mut self) -> Result<(), JsValue> {
+        self.start_reconcile().await
+    }
+
+    /// [`Self::reconcile`]: everything that is immediate is done when this returns; the
+    /// future waits for the track swaps, all started at once.
+    fn start_reconcile(&mut self) -> impl std::future::Future<Output = Result<(), JsValue>> {
+        let mut swaps: Vec<JsFuture> = Vec::new();
         let Local {
             mic,
             camera,
@@ -581,7 +633,7 @@ impl Conn {
                     let _ = call_method(&sender, "setStreams", &[JsValue::from(&stream.0)]);
                 }
             }
-            replace(&sender, track.as_ref()).await?;
+            swaps.extend(replace(&sender, track.as_ref()));
         }
         match (&self.screen, screen) {
             (None, Some(_)) => self.add_screen(),
@@ -596,17 +648,22 @@ impl Conn {
                         &[JsValue::from(&stream.0)],
                     );
                 }
-                replace(&transceiver.sender(), Some(&track)).await?;
+                swaps.extend(replace(&transceiver.sender(), Some(&track)));
             }
             (Some(transceiver), None) => {
-                replace(&transceiver.sender(), None).await?;
+                swaps.extend(replace(&transceiver.sender(), None));
                 if transceiver.direction() != RtcRtpTransceiverDirection::Inactive {
                     transceiver.set_direction(RtcRtpTransceiverDirection::Inactive);
                 }
             }
             (None, None) => {}
         }
-        Ok(())
+        async move {
+            for swap in swaps {
+                swap.await?;
+            }
+            Ok(())
+        }
     }
 
     /// The video cap for this connection (`setParameters`); a no-op until negotiated.
@@ -621,16 +678,14 @@ impl Conn {
     }
 }
 
-async fn replace(sender: &web_sys::RtcRtpSender, track: Option<&Track>) -> Result<(), JsValue> {
+/// Starts putting `track` on `sender` (None if it is there already): the future says when done.
+fn replace(sender: &web_sys::RtcRtpSender, track: Option<&Track>) -> Option<JsFuture> {
     let same = match (sender.track(), track) {
         (Some(current), Some(track)) => js_sys::Object::is(&current, &track.0),
         (None, None) => true,
         _ => false,
     };
-    if !same {
-        JsFuture::from(sender.replace_track(track.map(|t| &t.0))).await?;
-    }
-    Ok(())
+    (!same).then(|| JsFuture::from(sender.replace_track(track.map(|t| &t.0))))
 }
 
 fn encodings(max_bitrate_bps: u32, scale_down_by: f64) -> js_sys::Array {

@@ -100,8 +100,9 @@ async fn two_browsers_call_each_other_and_use_the_controls() {
         peer_attr.parse::<u64>().is_ok(),
         "data-peer = {peer_attr:?}"
     );
-    // One offer in the whole call, made by A (already in the room), as in the tutorial.
-    assert_eq!((offers(&page_a).await, offers(&page_b).await), (1, 0));
+    // One offer in the whole call, made by B (the newcomer calls at once; A answers), and no
+    // second round once connected.
+    assert_eq!((offers(&page_a).await, offers(&page_b).await), (0, 1));
     assert_eq!(tile_attr(&page_b, "data-muted").await, "false");
     assert_eq!(tile_attr(&page_b, "data-camera-off").await, "false");
 

@@ -55,7 +55,7 @@ pub struct Timing {
     pub connect_deadline: Millis,
     /// No answer to our offer in this long → offer again.
     pub answer_watchdog: Millis,
-    /// A newcomer waits this long for the others' offers before offering itself.
+    /// A member waits this long for a newcomer's offer before offering itself.
     pub await_offer: Millis,
     /// A peer missing after we came back is dropped after this long (the server's grace).
     pub missing_grace: Millis,
@@ -126,7 +126,7 @@ pub struct Sending {
 /// Who makes the first offer on a new connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
-    /// Adds its transceivers at once; `negotiationneeded` makes the offer.
+    /// Adds its transceivers and makes the first offer at once.
     Offerer,
     /// Waits for the other side's offer and answers it with what it sends.
     Answerer,
@@ -1021,14 +1021,13 @@ impl Call {
                     self.cancel_timer(TimerKind::Missing(member.id));
                 }
                 None => {
-                    // Came back to a room where this one is new to us (or we are new): when we
-                    // resumed, we call them; as a newcomer we wait for their call.
-                    let role = if same_seat {
-                        Role::Offerer
-                    } else {
-                        Role::Answerer
-                    };
-                    self.add_remote(member, role);
+                    // New to us: we call them, whether we are the newcomer or came back. The
+                    // newcomer offers at once rather than waiting for the members' offers: the
+                    // members heard `peerJoined` before our offer can reach them (the server
+                    // sends it before `joined`'s recipient can react), so they are ready to
+                    // answer, and the newcomer's offer is being made while its call view is
+                    // still being built instead of after it.
+                    self.add_remote(member, Role::Offerer);
                 }
             }
         }
@@ -1092,7 +1091,9 @@ impl Call {
             self.cancel_timer(TimerKind::Missing(member.id));
             return;
         }
-        self.add_remote(member, Role::Offerer);
+        // The newcomer calls us (see `on_joined`); we answer, and call them ourselves if no
+        // offer comes (`AwaitOffer`).
+        self.add_remote(member, Role::Answerer);
         self.update_sending();
     }
 
@@ -1191,6 +1192,17 @@ impl Call {
             ice_servers: self.ice_servers.clone(),
             sending,
         });
+        if role == Role::Offerer {
+            // Offer now rather than on the browser's `negotiationneeded`, which is a task for
+            // later (after whatever the page does next, such as building the call view). The
+            // browser checks at that moment whether negotiation is still needed: with our offer
+            // set meanwhile, it is not, and no event comes.
+            if let Some(remote) = self.remotes.get_mut(&id) {
+                let mut steps = Vec::new();
+                remote.negotiation.negotiation_needed(&mut steps);
+                self.run_steps(id, steps);
+            }
+        }
         let deadline = self.timing.connect_deadline;
         self.set_timer(TimerKind::ConnectDeadline(id), deadline);
         if role == Role::Answerer {

@@ -97,8 +97,19 @@ impl Negotiation {
         self.has_remote
     }
 
-    /// The browser says the connection needs (re)negotiating.
+    /// The browser says the connection needs (re)negotiating (or we start a connection's first
+    /// offer without waiting for the browser to say so).
+    ///
+    /// While an offer of ours is being made it covers this: the browser fires the event only
+    /// while stable, so it was fired before that offer was set, for changes made before it
+    /// (the adapter runs nothing else on the connection meanwhile; a change queued behind the
+    /// offer makes the browser ask again once stable). Typically: the first offer was started
+    /// at once and the browser's own `negotiationneeded` for the new transceivers comes in
+    /// while it is being made. Taking it as new would renegotiate right after connecting.
     pub fn negotiation_needed(&mut self, out: &mut Vec<Step>) {
+        if self.making_offer {
+            return;
+        }
         if self.is_stable() {
             self.making_offer = true;
             out.push(Step::MakeOffer);
@@ -279,12 +290,36 @@ mod tests {
     fn negotiation_needed_while_busy_offers_once_stable() {
         let mut n = Negotiation::new(true);
         let _ = steps(|o| n.negotiation_needed(o));
+        let _ = steps(|o| n.local_description(offer("o1"), o));
+        assert!(steps(|o| n.negotiation_needed(o)).is_empty());
+        let _ = steps(|o| {
+            n.remote_description(answer("a1"), o);
+        });
+        assert_eq!(steps(|o| n.answer_applied(o)), [Step::MakeOffer]);
+        // Likewise while accepting their offer.
+        let mut n = Negotiation::new(true);
+        let _ = steps(|o| {
+            n.remote_description(offer("theirs"), o);
+        });
+        assert!(steps(|o| n.negotiation_needed(o)).is_empty());
+        assert_eq!(
+            steps(|o| n.local_description(answer("a"), o)),
+            [Step::Send(answer("a")), Step::MakeOffer]
+        );
+    }
+
+    #[test]
+    fn negotiation_needed_while_our_offer_is_being_made_is_covered_by_it() {
+        let mut n = Negotiation::new(false);
+        assert_eq!(steps(|o| n.negotiation_needed(o)), [Step::MakeOffer]);
+        // The browser's event for the same transceivers, fired before the offer was set.
         assert!(steps(|o| n.negotiation_needed(o)).is_empty());
         let _ = steps(|o| n.local_description(offer("o1"), o));
         let _ = steps(|o| {
             n.remote_description(answer("a1"), o);
         });
-        assert_eq!(steps(|o| n.answer_applied(o)), [Step::MakeOffer]);
+        assert!(steps(|o| n.answer_applied(o)).is_empty(), "no second round");
+        assert!(n.is_stable());
     }
 
     #[test]

@@ -194,7 +194,7 @@ fn the_lobby_connects_at_once_and_joins_on_the_open_socket() {
 }
 
 #[test]
-fn a_newcomer_waits_for_offers_and_existing_members_offer() {
+fn a_newcomer_offers_at_once_and_members_answer() {
     let mut call = Call::new(room(), Timing::default(), 1);
     call.handle(Event::SignalingOpened);
     call.handle(join_command());
@@ -205,12 +205,24 @@ fn a_newcomer_waits_for_offers_and_existing_members_offer() {
         made.iter()
             .map(|(p, _, r)| (p.get(), *r))
             .collect::<Vec<_>>(),
-        [(2, Role::Answerer), (9, Role::Answerer)]
+        [(2, Role::Offerer), (9, Role::Offerer)]
     );
     assert_ne!(made[0].1, made[1].1, "each connection has its own id");
-    // A newcomer after us: we call them.
+    // The offers are made at once, without waiting for the browser's `negotiationneeded`...
+    let offers: Vec<u64> = ops(&effects)
+        .into_iter()
+        .filter(|(_, op)| *op == PeerOp::MakeOffer)
+        .map(|(p, _)| p.get())
+        .collect();
+    assert_eq!(offers, [2, 9]);
+    // ...which, should it still come, makes no second one while the first is out.
+    let effects = peer_event(&mut call, 2, PeerEvent::NegotiationNeeded);
+    assert!(ops(&effects).is_empty());
+    // A newcomer after us calls us: we answer (and wait for their offer).
     let effects = from_server(&mut call, ServerMessage::PeerJoined { peer: member(11) });
-    assert_eq!(created(&effects)[0].2, Role::Offerer);
+    assert_eq!(created(&effects)[0].2, Role::Answerer);
+    assert!(!ops(&effects).contains(&(PeerId::new(11), PeerOp::MakeOffer)));
+    timer_of(&effects, TimerKind::AwaitOffer(PeerId::new(11)));
     assert_eq!(call.view().peers.len(), 3);
     // Three others: every copy of our video is capped by the shared uplink budget.
     let caps: Vec<u32> = ops(&effects)
@@ -297,7 +309,8 @@ fn glare_both_orders_polite_accepts_impolite_ignores() {
 
 #[test]
 fn candidates_before_the_description_are_kept_and_added_after_it() {
-    let mut call = in_call(5, &[2]);
+    let mut call = in_call(5, &[]);
+    from_server(&mut call, ServerMessage::PeerJoined { peer: member(2) });
     // Candidates from peer 2's connection 40, before its offer: we know no connection of theirs
     // yet, so they would be dropped as stale... unless the offer came first. The server keeps
     // per-sender order, so a candidate never overtakes its own offer; what can happen is a
@@ -566,12 +579,9 @@ fn each_problem_has_its_own_cause_and_clears() {
 }
 
 #[test]
-fn a_newcomer_that_gets_no_offer_calls_instead() {
-    let mut call = Call::new(room(), Timing::default(), 3);
-    call.handle(Event::SignalingOpened);
-    call.handle(join_command());
-    call.handle(Event::Server(joined(5, &[2], false)));
-    let effects = drain(&mut call);
+fn a_member_that_gets_no_offer_from_a_newcomer_calls_instead() {
+    let mut call = in_call(5, &[]);
+    let effects = from_server(&mut call, ServerMessage::PeerJoined { peer: member(2) });
     let wait = timer_of(&effects, TimerKind::AwaitOffer(PeerId::new(2)));
     call.handle(Event::Timer(wait));
     assert_eq!(
@@ -836,7 +846,8 @@ fn a_refused_resume_starts_over_with_a_new_identity() {
         peer: PeerId::new(3),
         connection: old
     }));
-    assert_eq!(created(&effects)[0].2, Role::Answerer);
+    // A newcomer again: it calls them.
+    assert_eq!(created(&effects)[0].2, Role::Offerer);
     assert_eq!(call.view().me, Some(PeerId::new(8)));
 }
 
@@ -1420,6 +1431,25 @@ impl World {
             let i = match source {
                 Source::Socket(i) | Source::Pc(i, _, _) => i,
             };
+            // Like a browser, the connection checks when `negotiationneeded` is due whether
+            // negotiation is still needed (an offer made meanwhile covers it) and whether it is
+            // stable (if not, it asks again once it is: `on_stable`).
+            if let (
+                Source::Pc(_, peer, connection),
+                Event::Peer {
+                    event: PeerEvent::NegotiationNeeded,
+                    ..
+                },
+            ) = (source, &event)
+            {
+                let due = self
+                    .pcs
+                    .get(&(i, peer, connection))
+                    .is_some_and(|pc| pc.needed && pc.sig == Sig::Stable);
+                if !due {
+                    continue;
+                }
+            }
             self.calls[i].handle(event);
             self.pump(i);
         }
@@ -1518,10 +1548,7 @@ fn two_people_connect_with_a_single_offer() {
         world.join(1);
         world.run();
         world.assert_converged(seed);
-        assert_eq!(
-            world.offers, 1,
-            "seed {seed}: one offer, by the one already there"
-        );
+        assert_eq!(world.offers, 1, "seed {seed}: one offer, by the newcomer");
     }
 }
 
