@@ -11,13 +11,14 @@ use std::path::Path;
 use server::bundle::{referenced_paths, Bundle, BundleError, Encoding, APP_PAGE, FIRST_PAGE};
 
 /// What a first visit to `/` may weigh: the welcome form alone. Issue 13's target is the
-/// tutorial's 47 KB (every request, headers included); set at 37,963 B (the first page's first
-/// build) rounded up a little. Raise it only on purpose.
-pub const FIRST_PAGE_BUDGET_BYTES: u64 = 40_000;
+/// tutorial's 47 KB (every request, headers included); set at 39,636 B (the first page with the
+/// whole app's prefetch on typing) rounded up a little. Raise it only on purpose.
+pub const FIRST_PAGE_BUDGET_BYTES: u64 = 41_000;
 
 /// What opening a room link may weigh: the whole app (the call core, chat, screen share,
 /// quality and locks). Set at 199,574 B after the Unicode case tables went, rounded up a
-/// little; lower it as the wasm gets smaller, raise it only on purpose.
+/// little (199,214 B with the faster call setup and the two pages); lower it as the wasm gets
+/// smaller, raise it only on purpose.
 pub const APP_BUDGET_BYTES: u64 = 203_000;
 
 /// The two pages and their budgets.

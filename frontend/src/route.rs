@@ -58,6 +58,63 @@ pub fn load(to: &Route) -> Result<(), RouteError> {
     }
 }
 
+thread_local! {
+    /// The first page's listener for the first keystroke (see [`prefetch_app_when_typing`]),
+    /// owned here for the page's lifetime (the browser removes it once it has fired).
+    static TYPING: std::cell::RefCell<Option<EventListener>> = const { std::cell::RefCell::new(None) };
+}
+
+/// On the first page: once the person starts typing (the first `input` event anywhere in the
+/// page, that is the room name), fetch the whole app ahead ([`prefetch_app`]).
+pub fn prefetch_app_when_typing() {
+    let Some(document) = web_sys::window().and_then(|w| w.document()) else {
+        return;
+    };
+    let listener = EventListener::once(&document, "input", |_| prefetch_app());
+    TYPING.with(|typing| *typing.borrow_mut() = Some(listener));
+}
+
+/// Has the browser fetch the whole app's files (its script and wasm) into its cache, as the
+/// first page names them in its `<meta name="noom-app">` (scripts/welcome-page.sh writes it):
+/// `<link rel="prefetch">` for each, so that loading a room then waits for none of them. Does
+/// nothing where there is no such tag (the whole app itself, development builds). A prefetch
+/// is only a hint: if the browser cannot, the room loads them as usual.
+pub fn prefetch_app() {
+    let Some(document) = web_sys::window().and_then(|w| w.document()) else {
+        return;
+    };
+    let Some(files) = document
+        .query_selector("meta[name=noom-app]")
+        .ok()
+        .flatten()
+        .and_then(|meta| meta.get_attribute("content"))
+    else {
+        return;
+    };
+    let Some(head) = document.head() else {
+        return;
+    };
+    // Names of files beside the page, nothing else (the tag is ours, but a path stays a path).
+    for file in files
+        .split(' ')
+        .filter(|f| !f.is_empty() && !f.contains(['/', ':']))
+    {
+        let Ok(link) = document.create_element("link") else {
+            return;
+        };
+        let mut href = String::with_capacity(file.len() + 1);
+        href.push('/');
+        href.push_str(file);
+        let set = link
+            .set_attribute("rel", "prefetch")
+            .and_then(|()| link.set_attribute("href", &href))
+            .and_then(|()| link.set_attribute("crossorigin", "anonymous"));
+        if set.is_ok() {
+            let _ = head.append_child(&link);
+        }
+    }
+}
+
 /// The current route as a signal, and a way to go somewhere else (adds a history entry).
 #[derive(Clone, Copy)]
 pub struct UseRoute {

@@ -1,7 +1,8 @@
 //! The welcome form at `/`: a room name in, a room to go to out. The whole app shows it when
 //! the person goes back to `/` (no reload); `bin/welcome.rs` mounts it alone as the first page,
 //! which the server sends for `/` so that a first visit loads this form and not the call (see
-//! ARCHITECTURE.md, "Two entry pages").
+//! ARCHITECTURE.md, "Two entry pages"); there, once the person starts typing a room name, the
+//! browser fetches the whole app ahead, so that the room opens from its cache.
 
 use leptos::ev::SubmitEvent;
 use leptos::html;
@@ -52,13 +53,17 @@ pub fn Welcome(#[prop(into)] on_room: Callback<RoomName, Result<(), RouteError>>
     }
 }
 
-/// The first page on its own: choosing a room loads the whole app at the room's address.
+/// The first page on its own: choosing a room loads the whole app at the room's address, which
+/// the browser starts fetching once the person starts typing.
 #[component]
 pub fn WelcomePage() -> impl IntoView {
+    route::prefetch_app_when_typing();
     view! {
         <Header />
         <main>
-            <Welcome on_room=move |room: RoomName| route::load(&Route::Room(room.to_string())) />
+            <Welcome
+                on_room=move |room: RoomName| route::load(&Route::Room(room.to_string()))
+            />
         </main>
     }
 }

@@ -18,7 +18,8 @@ use chromiumoxide::cdp::browser_protocol::network::{EventLoadingFailed, EventRes
 use chromiumoxide::Page;
 use futures::StreamExt;
 use support::browser::{
-    eval, join_through_form, remote_video_has_frames, wait_until, Chrome, Media,
+    click, eval, join_from_lobby, join_through_form, remote_video_has_frames, wait_until, Chrome,
+    Media,
 };
 use support::require_loopback_only_network;
 
@@ -123,6 +124,12 @@ async fn open_recording_failures(chrome: &Chrome, url: &str) -> (Page, Arc<Failu
     (page, failures)
 }
 
+/// Clicks `button` (which loads the room's page), then joins from the lobby.
+async fn join_from_lobby_after(page: &Page, button: &str) {
+    click(page, button).await;
+    join_from_lobby(page).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_alone_serves_an_app_that_loads_cleanly_and_calls() {
     require_loopback_only_network();
@@ -157,7 +164,47 @@ async fn the_binary_alone_serves_an_app_that_loads_cleanly_and_calls() {
         T,
     )
     .await;
-    join_through_form(&page_b, "one file").await;
+    // B types the room name and waits before pressing Enter room: meanwhile the first page
+    // fetches the whole app ahead, so the room opens from the cache.
+    let app_wasm_fetched = "performance.getEntriesByType('resource').some(e => \
+         e.name.includes('/frontend-') && e.name.endsWith('_bg.wasm') && e.responseEnd > 0)";
+    wait_until(
+        &page_b,
+        "!!document.querySelector('#welcome form input')",
+        "the welcome form",
+        T,
+    )
+    .await;
+    let loaded_before: bool = eval(&page_b, app_wasm_fetched).await;
+    assert!(
+        !loaded_before,
+        "the whole app is fetched on the first page before any typing"
+    );
+    let input = page_b
+        .find_element("#welcome form input")
+        .await
+        .expect("room input");
+    input.click().await.expect("focus input");
+    input.type_str("one file").await.expect("type room name");
+    wait_until(
+        &page_b,
+        app_wasm_fetched,
+        "the whole app's wasm fetched ahead while typing",
+        T,
+    )
+    .await;
+    join_from_lobby_after(&page_b, "#welcome form button").await;
+    // On the room's page the app's script and wasm came from the cache (transferSize 0).
+    let from_network: Vec<String> = eval(
+        &page_b,
+        "performance.getEntriesByType('resource').filter(e => e.name.includes('/frontend-') \
+         && e.transferSize > 0).map(e => e.name)",
+    )
+    .await;
+    assert!(
+        from_network.is_empty(),
+        "the room's page fetched these again instead of using the prefetched copies: {from_network:?}"
+    );
     wait_until(&page_b, &remote_video_has_frames(), "B to see A's video", T).await;
     wait_until(&page_a, &remote_video_has_frames(), "A to see B's video", T).await;
     let path: String = eval(&page_b, "location.pathname").await;
