@@ -40,12 +40,33 @@ fn listen(ns: &Namespace, ip: Ipv4Addr) -> TcpListener {
 
 /// A TCP connection from namespace `from` to `listener`: the source address the listener saw,
 /// or the connect error (within 1 s).
-fn connect(from: &Namespace, listener: &TcpListener) -> Result<IpAddr, std::io::Error> {
+/// A TCP connection from `from` to `listener` within `timeout`: the source address the
+/// listener saw.
+fn connect_within(
+    from: &Namespace,
+    listener: &TcpListener,
+    timeout: Duration,
+) -> Result<IpAddr, std::io::Error> {
     let to = listener.local_addr().expect("listener address");
-    let stream = from.run(|| TcpStream::connect_timeout(&to, Duration::from_secs(1)))?;
+    let stream = from.run(|| TcpStream::connect_timeout(&to, timeout))?;
     let (accepted, seen) = listener.accept().expect("accept");
     drop((stream, accepted));
     Ok(seen.ip())
+}
+
+/// A connection that must fail: 1 s is plenty to show there is no path (a dropped SYN is not
+/// retransmitted before then).
+fn connect(from: &Namespace, listener: &TcpListener) -> Result<IpAddr, std::io::Error> {
+    connect_within(from, listener, Duration::from_secs(1))
+}
+
+/// A connection that must succeed: the source address the listener saw. Up to 5 s, like a real
+/// host's first connection after a link comes back: an ARP request still pending from while the
+/// other end was down is only repeated after the kernel's 1 s retransmit time, and the SYN waits
+/// for it (a 1 s connect timeout raced that retry: CI failed so once).
+fn reach(from: &Namespace, listener: &TcpListener, what: &str) -> IpAddr {
+    connect_within(from, listener, Duration::from_secs(5))
+        .unwrap_or_else(|err| panic!("{what}: {err}"))
 }
 
 fn names(list: &[&str]) -> std::collections::BTreeSet<String> {
@@ -82,8 +103,8 @@ fn topology_routes_only_through_s_and_links_flap() {
     let service = listen(&t.s, addr::SERVICE);
     let at_a = listen(&t.a, addr::A);
     let at_b = listen(&t.b, addr::B);
-    assert_eq!(connect(&t.a, &service).unwrap(), addr::A);
-    assert_eq!(connect(&t.b, &service).unwrap(), addr::B);
+    assert_eq!(reach(&t.a, &service, "A → S"), addr::A);
+    assert_eq!(reach(&t.b, &service, "B → S"), addr::B);
     let err = connect(&t.a, &at_b).expect_err("A reached B without forwarding in S");
     println!("A -> B with forwarding off in S: {err}");
     connect(&t.b, &at_a).expect_err("B reached A without forwarding in S");
@@ -91,8 +112,8 @@ fn topology_routes_only_through_s_and_links_flap() {
     // S as a plain router: A and B reach each other, with their own addresses (no NAT).
     t.set_forwarding(true);
     assert!(t.s.forwarding());
-    assert_eq!(connect(&t.a, &at_b).unwrap(), addr::A);
-    assert_eq!(connect(&t.b, &at_a).unwrap(), addr::B);
+    assert_eq!(reach(&t.a, &at_b, "A → B with forwarding on in S"), addr::A);
+    assert_eq!(reach(&t.b, &at_a, "B → A with forwarding on in S"), addr::B);
     t.set_forwarding(false);
     connect(&t.a, &at_b).expect_err("A reached B after forwarding went off again");
 
@@ -106,12 +127,18 @@ fn topology_routes_only_through_s_and_links_flap() {
         "{}",
         t.a.routes()
     );
-    assert_eq!(connect(&t.a, &service).unwrap(), addr::A);
+    assert_eq!(
+        reach(&t.a, &service, "A → S after A's link came back"),
+        addr::A
+    );
     // S's end goes down (A loses carrier), and comes back.
     t.s.link_down(dev::S_TO_A);
     connect(&t.a, &service).expect_err("A reached S with S's end down");
     t.s.link_up(dev::S_TO_A);
-    assert_eq!(connect(&t.a, &service).unwrap(), addr::A);
+    assert_eq!(
+        reach(&t.a, &service, "A → S after S's end came back"),
+        addr::A
+    );
 
     // A moves to another address while its link is down (Wi-Fi to cable).
     let moved = Ipv4Addr::new(198, 18, 1, 3);
@@ -119,20 +146,29 @@ fn topology_routes_only_through_s_and_links_flap() {
     t.a.change_addr(dev::A_TO_S, "198.18.1.2/24", "198.18.1.3/24");
     t.a.link_up(dev::A_TO_S);
     assert_eq!(t.a.addrs(dev::A_TO_S), ["198.18.1.3/24"]);
-    assert_eq!(connect(&t.a, &service).unwrap(), moved);
+    assert_eq!(reach(&t.a, &service, "A → S from its new address"), moved);
     // And back, while the link is up.
     t.a.change_addr(dev::A_TO_S, "198.18.1.3/24", "198.18.1.2/24");
-    assert_eq!(connect(&t.a, &service).unwrap(), addr::A);
+    assert_eq!(
+        reach(&t.a, &service, "A → S back on its old address"),
+        addr::A
+    );
 
     // Two hosts on one veth.
     let pair = TwoHosts::new();
     assert_eq!(pair.a.interfaces(), names(&["lo", dev::A_TO_B]));
     let at_pair_b = listen(&pair.b, addr::PAIR_B);
-    assert_eq!(connect(&pair.a, &at_pair_b).unwrap(), addr::PAIR_A);
+    assert_eq!(
+        reach(&pair.a, &at_pair_b, "A → B over the pair"),
+        addr::PAIR_A
+    );
     pair.b.link_down(dev::B_TO_A);
     connect(&pair.a, &at_pair_b).expect_err("A reached B over a link that is down");
     pair.b.link_up(dev::B_TO_A);
-    assert_eq!(connect(&pair.a, &at_pair_b).unwrap(), addr::PAIR_A);
+    assert_eq!(
+        reach(&pair.a, &at_pair_b, "A → B after the pair's link came back"),
+        addr::PAIR_A
+    );
 }
 
 /// Two browsers, one in A and one in B, open the app served from S and join `room` (A first).
