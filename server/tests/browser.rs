@@ -34,13 +34,7 @@ async fn two_browsers_call_each_other_and_use_the_controls() {
 
     // A enters the room name, sees the lobby (deep link in the address bar), joins and waits.
     join_through_form(&page_a, room).await;
-    wait_until(
-        &page_a,
-        "document.querySelector('#call')?.dataset.phase === 'inroom'",
-        "A in the room",
-        T,
-    )
-    .await;
+    wait_in_room(&page_a, "A").await;
     let path: String = eval(&page_a, "location.pathname").await;
     assert_eq!(path, "/r/e2e%20call");
     let local_ok: bool = eval(
@@ -392,13 +386,7 @@ async fn denied_camera_is_explained_and_the_call_still_receives() {
     )
     .await;
     join_from_lobby(&page_a).await;
-    wait_until(
-        &page_a,
-        "document.querySelector('#call')?.dataset.phase === 'inroom'",
-        "A in the room",
-        T,
-    )
-    .await;
+    wait_in_room(&page_a, "A").await;
 
     let page_b = b.open(&format!("{}/r/denied", server.url)).await;
     join_from_lobby(&page_b).await;
@@ -485,13 +473,7 @@ async fn lobby_remembers_the_chosen_camera() {
 
     // Join, leave, come back: the second camera is still the one in use and selected.
     join_from_lobby(&page).await;
-    wait_until(
-        &page,
-        "document.querySelector('#call')?.dataset.phase === 'inroom'",
-        "in the room",
-        T,
-    )
-    .await;
+    wait_in_room(&page, "the person").await;
     let in_call: String = eval(&page, &format!("{LOCAL_TRACK}.getSettings().deviceId")).await;
     assert_eq!(in_call, second);
     click(&page, "#leave").await;
@@ -584,13 +566,7 @@ async fn unplugged_camera_is_replaced_and_the_person_told() {
     let a = Chrome::launch(Media::Granted { cameras: 3 }).await;
     let page = a.open(&format!("{}/r/unplug", server.url)).await;
     join_from_lobby(&page).await;
-    wait_until(
-        &page,
-        "document.querySelector('#call')?.dataset.phase === 'inroom'",
-        "in the room",
-        T,
-    )
-    .await;
+    wait_in_room(&page, "the person").await;
     let before: String = eval(&page, &format!("{LOCAL_TRACK}.getSettings().deviceId")).await;
 
     // Fake devices cannot be unplugged, so the browser's device list is made to forget the

@@ -18,8 +18,8 @@ use chromiumoxide::cdp::browser_protocol::network::{EventLoadingFailed, EventRes
 use chromiumoxide::Page;
 use futures::StreamExt;
 use support::browser::{
-    click, eval, join_from_lobby, join_through_form, remote_video_has_frames, wait_until, Chrome,
-    Media,
+    click, eval, join_from_lobby, join_through_form, remote_video_has_frames, wait_in_room,
+    wait_until, Chrome, Media,
 };
 use support::require_loopback_only_network;
 
@@ -157,13 +157,7 @@ async fn the_binary_alone_serves_an_app_that_loads_cleanly_and_calls() {
     );
 
     join_through_form(&page_a, "one file").await;
-    wait_until(
-        &page_a,
-        "document.querySelector('#call')?.dataset.phase === 'inroom'",
-        "A in the room",
-        T,
-    )
-    .await;
+    wait_in_room(&page_a, "A").await;
     // B types the room name and waits before pressing Enter room: meanwhile the first page
     // fetches the whole app ahead, so the room opens from the cache.
     let app_wasm_fetched = "performance.getEntriesByType('resource').some(e => \

@@ -227,13 +227,7 @@ async fn four_people_see_and_hear_each_other_and_a_fifth_is_refused() {
         let (chrome, pid) = launch_tracked(launch()).await;
         let page = chrome.open(&room_url).await;
         join_from_lobby(&page).await;
-        wait_until(
-            &page,
-            "document.querySelector('#call')?.dataset.phase === 'inroom'",
-            &format!("person {i} in the room"),
-            T,
-        )
-        .await;
+        wait_in_room(&page, &format!("person {i}")).await;
         browsers.push((chrome, pid));
         pages.push(page);
     }
@@ -633,13 +627,7 @@ async fn camera_allowed_after_joining_reaches_the_others_without_rejoining() {
     )
     .await;
     join_from_lobby(&page_a).await;
-    wait_until(
-        &page_a,
-        "document.querySelector('#call')?.dataset.phase === 'inroom'",
-        "A in the room",
-        T,
-    )
-    .await;
+    wait_in_room(&page_a, "A").await;
     let page_b = b.open(&room_url).await;
     join_from_lobby(&page_b).await;
     wait_for_tiles(&page_a, 1, "A (no camera) sees B", T).await;

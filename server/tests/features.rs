@@ -31,7 +31,6 @@ use support::browser::*;
 use support::process::ServerProcess;
 use support::{require_loopback_only_network, ONE_AT_A_TIME};
 
-const IN_ROOM: &str = "document.querySelector('#call')?.dataset.phase === 'inroom'";
 const ALERT: &str = "document.querySelector('[role=alert]')?.textContent ?? ''";
 const CHAT_LINES: &str = "document.querySelectorAll('#chat-log li').length";
 const SCREEN_VIDEO: &str = "#screens video[data-peer][data-source=screen]";
@@ -66,10 +65,6 @@ async fn join_as(page: &Page, name: &str, passcode: Option<&str>) {
         type_into(page, "#passcode", passcode).await;
     }
     click(page, "#join").await;
-}
-
-async fn wait_in_room(page: &Page, who: &str) {
-    wait_until(page, IN_ROOM, &format!("{who} in the room"), T).await;
 }
 
 /// The number of remote camera videos on `page` that show frames.

@@ -186,13 +186,7 @@ async fn join_both(
         "{origin} is not a secure context in A: the camera would be refused"
     );
     join_from_lobby(&page_a).await;
-    wait_until(
-        &page_a,
-        "document.querySelector('#call')?.dataset.phase === 'inroom'",
-        "A in the room",
-        T,
-    )
-    .await;
+    wait_in_room(&page_a, "A").await;
     let page_b = b.open(&format!("{origin}/r/{room}")).await;
     join_from_lobby(&page_b).await;
     (page_a, page_b, Instant::now())

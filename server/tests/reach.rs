@@ -90,13 +90,7 @@ async fn call(a: &Chrome, b: &Chrome, origin: &str, room: &str) -> (Page, Page, 
         assert!(secure, "{url} is not a secure context in {who}");
     }
     join_from_lobby(&page_a).await;
-    wait_until(
-        &page_a,
-        "document.querySelector('#call')?.dataset.phase === 'inroom'",
-        "A in the room",
-        T,
-    )
-    .await;
+    wait_in_room(&page_a, "A").await;
     join_from_lobby(&page_b).await;
     let clicked = Instant::now();
     wait_until(&page_b, &remote_video_has_frames(), "B to see A's video", T).await;

@@ -625,6 +625,14 @@ pub async fn join_through_form(page: &Page, room: &str) {
     join_from_lobby(page).await;
 }
 
+/// True once the page is in the call (joined: the server has the join).
+pub const IN_ROOM: &str = "document.querySelector('#call')?.dataset.phase === 'inroom'";
+
+/// Waits until `who`'s page is in the call.
+pub async fn wait_in_room(page: &Page, who: &str) {
+    wait_until(page, IN_ROOM, &format!("{who} in the room"), T).await;
+}
+
 /// In the lobby: wait for the preview step to finish, then press Join (a real click).
 pub async fn join_from_lobby(page: &Page) {
     wait_until(
