@@ -270,82 +270,70 @@ async fn run_command(args: RunArgs) -> ExitCode {
     }
 }
 
+/// One cold load of `url` within [`measure::LOAD_LIMIT`]; a failure is recorded as `what`.
+async fn load_once(
+    url: &str,
+    ready: Ready,
+    what: &str,
+    failures: &mut Vec<String>,
+) -> Option<Load> {
+    match tokio::time::timeout(measure::LOAD_LIMIT, measure::cold_load(url, ready)).await {
+        Ok(Ok(load)) => Some(load),
+        Ok(Err(err)) => {
+            failures.push(format!("{what}: {err}"));
+            None
+        }
+        Err(_) => {
+            failures.push(format!("{what}: over {:?}", measure::LOAD_LIMIT));
+            None
+        }
+    }
+}
+
 async fn measure_all(args: &RunArgs, urls: &[String; 2], results: &mut Results) {
     // One load of each, not counted: the servers' first requests (node loading modules, a
     // first template render) are not what a cold browser cache costs.
     for app in order(0) {
-        let warm_up = measure::cold_load(&urls[slot(app)], Ready::WelcomeForm);
-        match tokio::time::timeout(measure::LOAD_LIMIT, warm_up).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(err)) => results
-                .failures
-                .push(format!("warm-up load of {}: {err}", app.name())),
-            Err(_) => results.failures.push(format!(
-                "warm-up load of {}: over {:?}",
-                app.name(),
-                measure::LOAD_LIMIT
-            )),
-        }
+        let what = format!("warm-up load of {}", app.name());
+        load_once(
+            &urls[slot(app)],
+            Ready::WelcomeForm,
+            &what,
+            &mut results.failures,
+        )
+        .await;
     }
     for i in 0..args.loads {
         for app in order(i) {
+            let what = format!("cold load {} of {}", i + 1, app.name());
             let url = &urls[slot(app)];
-            match tokio::time::timeout(
-                measure::LOAD_LIMIT,
-                measure::cold_load(url, Ready::WelcomeForm),
-            )
-            .await
+            if let Some(load) =
+                load_once(url, Ready::WelcomeForm, &what, &mut results.failures).await
             {
-                Ok(Ok(load)) => {
-                    eprintln!(
-                        "bench: cold load {}/{} {}: {:.0} ms to interactive",
-                        i + 1,
-                        args.loads,
-                        app.name(),
-                        load.tti_ms
-                    );
-                    results.loads[slot(app)].push(load);
-                }
-                Ok(Err(err)) => {
-                    results
-                        .failures
-                        .push(format!("cold load {} of {}: {err}", i + 1, app.name()))
-                }
-                Err(_) => results.failures.push(format!(
-                    "cold load {} of {}: over {:?}",
+                eprintln!(
+                    "bench: cold load {}/{} {}: {:.0} ms to interactive",
                     i + 1,
+                    args.loads,
                     app.name(),
-                    measure::LOAD_LIMIT
-                )),
+                    load.tti_ms
+                );
+                results.loads[slot(app)].push(load);
             }
         }
     }
     // A room link opened cold: what a person who was sent the link loads (Noom only).
     let room_link = format!("{}r/bench-link", urls[slot(App::Noom)]);
     for i in 0..args.loads {
-        match tokio::time::timeout(
-            measure::LOAD_LIMIT,
-            measure::cold_load(&room_link, Ready::Lobby),
-        )
-        .await
+        let what = format!("room link load {} of Noom", i + 1);
+        if let Some(load) = load_once(&room_link, Ready::Lobby, &what, &mut results.failures).await
         {
-            Ok(Ok(load)) => {
-                eprintln!(
-                    "bench: room link load {}/{} Noom: {:.0} ms to the lobby",
-                    i + 1,
-                    args.loads,
-                    load.tti_ms
-                );
-                results.room_loads.push(load);
-            }
-            Ok(Err(err)) => results
-                .failures
-                .push(format!("room link load {} of Noom: {err}", i + 1)),
-            Err(_) => results.failures.push(format!(
-                "room link load {} of Noom: over {:?}",
+            eprintln!(
+                "bench: room link load {}/{} Noom: {:.0} ms to the lobby",
                 i + 1,
-                measure::LOAD_LIMIT
-            )),
+                args.loads,
+                load.tti_ms
+            );
+            results.room_loads.push(load);
         }
     }
     let run = std::process::id();
