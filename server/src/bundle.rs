@@ -333,9 +333,12 @@ fn disk_router(dir: &Path) -> Router {
     use tower_http::set_header::SetResponseHeaderLayer;
 
     let index = dir.join(APP_PAGE);
-    let first = Some(dir.join(FIRST_PAGE))
-        .filter(|page| page.is_file())
-        .unwrap_or_else(|| index.clone());
+    let welcome = dir.join(FIRST_PAGE);
+    let first = if welcome.is_file() {
+        welcome
+    } else {
+        index.clone()
+    };
     // Unknown paths get a real 404 rather than index.html, so a missing asset is visible.
     Router::new()
         .route_service("/", ServeFile::new(first))

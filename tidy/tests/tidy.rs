@@ -185,14 +185,13 @@ fn views_hold_no_browser_handles() {
     }
 }
 
-#[test]
-fn the_browser_code_cannot_panic_or_leak_a_closure() {
-    let frontend = sources("frontend/src");
-    let frontend: Vec<(PathBuf, String)> = frontend
+/// The frontend's code that runs in the browser: its sources without the native unit tests
+/// (`engine/tests.rs`, and each file's `#[cfg(test)]` part), which may unwrap and so on.
+fn browser_code() -> Vec<(PathBuf, String)> {
+    sources("frontend/src")
         .into_iter()
         .filter(|(p, _)| !p.ends_with("engine/tests.rs"))
         .map(|(p, text)| {
-            // Native unit tests may unwrap; the browser code may not.
             let code = text
                 .split("#[cfg(test)]")
                 .next()
@@ -200,7 +199,12 @@ fn the_browser_code_cannot_panic_or_leak_a_closure() {
                 .to_string();
             (p, code)
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn the_browser_code_cannot_panic_or_leak_a_closure() {
+    let frontend = browser_code();
     for needle in [
         ".unwrap()",
         ".expect(",
@@ -273,18 +277,7 @@ fn a_browser_cannot_name_the_sender() {
 fn the_bundle_carries_no_unicode_case_tables() {
     // `str::to_lowercase`/`to_uppercase` pull Unicode's case tables into the wasm: one such call
     // cost 6.6 KB of the brotli bundle. ASCII case (`to_ascii_lowercase`) costs nothing.
-    let frontend: Vec<(PathBuf, String)> = sources("frontend/src")
-        .into_iter()
-        .filter(|(p, _)| !p.ends_with("engine/tests.rs"))
-        .map(|(p, text)| {
-            let code = text
-                .split("#[cfg(test)]")
-                .next()
-                .unwrap_or_default()
-                .to_string();
-            (p, code)
-        })
-        .collect();
+    let frontend = browser_code();
     for needle in [".to_lowercase()", ".to_uppercase()"] {
         nowhere(
             &frontend,
